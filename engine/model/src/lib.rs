@@ -1,0 +1,19 @@
+//! The shared vocabulary of Panoptes: label sets, samples, metadata, label
+//! matchers, alerts, and the storage read contract that PromQL evaluates
+//! against. Every stage crate depends on this small crate (and nothing heavy),
+//! so the TSDB, the PromQL engine and the ingest stages agree on types without
+//! depending on each other.
+
+pub mod alert;
+pub mod labels;
+pub mod matcher;
+pub mod sample;
+pub mod storage;
+
+pub use alert::{Alert, AlertBatch, AlertState};
+pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use matcher::{MatchOp, Matcher, MatcherError};
+pub use sample::{
+    is_stale_nan, stale_nan, MetricMetadata, MetricType, Sample, SampleBatch, STALE_NAN_BITS,
+};
+pub use storage::{Series, SeriesSelect, StorageError};

@@ -1,0 +1,2 @@
+//! The Panoptes pipeline engine.
+pub use panoptes_model as model;

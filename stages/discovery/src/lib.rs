@@ -1,0 +1,1 @@
+//! Target discovery: static, file-based and HTTP service discovery as Prometheus does it

@@ -1,0 +1,1 @@
+//! The PromQL parser (nom), AST and printer

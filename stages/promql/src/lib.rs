@@ -1,0 +1,1 @@
+//! The PromQL evaluator: instant and range queries over a SeriesSelect store

@@ -1,0 +1,1 @@
+//! A Pushgateway-compatible push receiver stage

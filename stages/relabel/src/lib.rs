@@ -1,0 +1,1 @@
+//! Prometheus relabeling: the library behind relabel_configs and the relabel stage

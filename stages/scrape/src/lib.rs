@@ -1,0 +1,1 @@
+//! The scrape stage: one loop per target, Prometheus semantics

@@ -1,0 +1,1 @@
+//! The Panoptes TSDB: Gorilla-compressed head, WAL, blocks, compaction, retention
