@@ -9,6 +9,7 @@ pub mod labels;
 pub mod matcher;
 pub mod sample;
 pub mod storage;
+pub mod targets;
 
 pub use alert::{Alert, AlertBatch, AlertState};
 pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, METRIC_NAME};
@@ -17,3 +18,4 @@ pub use sample::{
     is_stale_nan, stale_nan, MetricMetadata, MetricType, Sample, SampleBatch, STALE_NAN_BITS,
 };
 pub use storage::{Series, SeriesSelect, StorageError};
+pub use targets::{TargetGroup, TargetSet};
