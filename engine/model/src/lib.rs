@@ -5,6 +5,7 @@
 //! depending on each other.
 
 pub mod alert;
+pub mod duration;
 pub mod labels;
 pub mod matcher;
 pub mod sample;
@@ -12,10 +13,11 @@ pub mod storage;
 pub mod targets;
 
 pub use alert::{Alert, AlertBatch, AlertState};
+pub use duration::{format_duration_ms, parse_duration, parse_duration_ms, DurationError, PromDuration, DURATION_PATTERN};
 pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{
     is_stale_nan, stale_nan, MetricMetadata, MetricType, Sample, SampleBatch, STALE_NAN_BITS,
 };
 pub use storage::{Series, SeriesSelect, StorageError};
-pub use targets::{TargetGroup, TargetSet};
+pub use targets::{TargetGroup, TargetHealth, TargetSet, TargetStatus};

@@ -1,0 +1,1 @@
+//! The store stage: feeds `Samples` into the Panoptes TSDB and registers it for queries.
