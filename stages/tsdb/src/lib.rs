@@ -1,1 +1,8 @@
-//! The Panoptes TSDB: Gorilla-compressed head, WAL, blocks, compaction, retention
+//! The Panoptes TSDB: a Gorilla-compressed in-memory head backed by a
+//! write-ahead log, cut into immutable memory-mapped blocks that are
+//! compacted and expired by retention. It implements
+//! [`panoptes_model::SeriesSelect`] so PromQL and the query API read from it.
+//! See `LAYOUT.md` for the directory layout.
+
+pub mod bits;
+pub mod chunk;

@@ -1,0 +1,346 @@
+//! Bit-level writer and reader used by the Gorilla chunk encoding, plus the
+//! byte-level varint helpers shared by the WAL, the block index and the chunk
+//! files.
+
+/// Appends bits, most significant first, to a growable byte buffer.
+#[derive(Clone, Debug, Default)]
+pub struct BitWriter {
+    buf: Vec<u8>,
+    /// Bits still free in the last byte of `buf` (0 means a new byte is
+    /// needed before the next bit).
+    free: u8,
+}
+
+impl BitWriter {
+    /// A writer that continues after `prefix` (byte aligned).
+    pub fn with_prefix(prefix: Vec<u8>) -> Self {
+        BitWriter {
+            buf: prefix,
+            free: 0,
+        }
+    }
+
+    /// Rebuilds a writer from bytes and the count of unused low bits in the
+    /// last byte, as returned by [`BitWriter::free_bits`].
+    pub fn from_parts(buf: Vec<u8>, free: u8) -> Self {
+        BitWriter { buf, free }
+    }
+
+    pub fn free_bits(&self) -> u8 {
+        self.free
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.buf.shrink_to_fit();
+    }
+
+    #[inline]
+    pub fn write_bit(&mut self, bit: bool) {
+        if self.free == 0 {
+            self.buf.push(0);
+            self.free = 8;
+        }
+        if bit {
+            let last = self.buf.len() - 1;
+            self.buf[last] |= 1 << (self.free - 1);
+        }
+        self.free -= 1;
+    }
+
+    /// Writes the low `n` bits of `v` (n ≤ 64), most significant first.
+    #[inline]
+    pub fn write_bits(&mut self, v: u64, mut n: u8) {
+        debug_assert!(n <= 64);
+        while n > 0 {
+            if self.free == 0 {
+                self.buf.push(0);
+                self.free = 8;
+            }
+            let take = n.min(self.free);
+            // The `take` bits of v just below bit position n.
+            let chunk = ((v >> (n - take)) & ((1u64 << take) - 1)) as u8;
+            let last = self.buf.len() - 1;
+            self.buf[last] |= chunk << (self.free - take);
+            self.free -= take;
+            n -= take;
+        }
+    }
+
+    /// Writes a byte-granular unsigned varint through the bit stream.
+    pub fn write_uvarint(&mut self, mut v: u64) {
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.write_bits(b as u64, 8);
+                return;
+            }
+            self.write_bits((b | 0x80) as u64, 8);
+        }
+    }
+
+    pub fn write_varint(&mut self, v: i64) {
+        self.write_uvarint(zigzag(v));
+    }
+}
+
+/// Reads bits, most significant first, from a byte slice.
+#[derive(Clone, Debug)]
+pub struct BitReader<'a> {
+    buf: &'a [u8],
+    /// Position in bits.
+    pos: usize,
+}
+
+/// The bit stream ended before a complete value was read: the chunk is
+/// truncated or corrupt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("bit stream ended unexpectedly at bit {0}")]
+pub struct EndOfStream(pub usize);
+
+impl<'a> BitReader<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        BitReader { buf, pos: 0 }
+    }
+
+    /// Starts reading at a byte offset.
+    pub fn at_byte(buf: &'a [u8], byte: usize) -> Self {
+        BitReader { buf, pos: byte * 8 }
+    }
+
+    #[inline]
+    pub fn read_bit(&mut self) -> Result<bool, EndOfStream> {
+        let byte = self.pos >> 3;
+        let b = *self.buf.get(byte).ok_or(EndOfStream(self.pos))?;
+        let bit = (b >> (7 - (self.pos & 7))) & 1;
+        self.pos += 1;
+        Ok(bit == 1)
+    }
+
+    /// Reads `n` bits (n ≤ 64) as the low bits of a u64.
+    #[inline]
+    pub fn read_bits(&mut self, mut n: u8) -> Result<u64, EndOfStream> {
+        debug_assert!(n <= 64);
+        if self.pos + n as usize > self.buf.len() * 8 {
+            return Err(EndOfStream(self.pos));
+        }
+        let mut v: u64 = 0;
+        while n > 0 {
+            let byte = self.buf[self.pos >> 3];
+            let offset = (self.pos & 7) as u8;
+            let avail = 8 - offset;
+            let take = n.min(avail);
+            let chunk = (byte >> (avail - take)) & ((1u16 << take) - 1) as u8;
+            v = (v << take) | chunk as u64;
+            self.pos += take as usize;
+            n -= take;
+        }
+        Ok(v)
+    }
+
+    pub fn read_uvarint(&mut self) -> Result<u64, EndOfStream> {
+        let mut v: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let b = self.read_bits(8)? as u8;
+            if shift >= 64 {
+                return Err(EndOfStream(self.pos));
+            }
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+
+    pub fn read_varint(&mut self) -> Result<i64, EndOfStream> {
+        Ok(unzigzag(self.read_uvarint()?))
+    }
+}
+
+#[inline]
+pub fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+#[inline]
+pub fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Appends an unsigned LEB128 varint to a byte buffer.
+#[inline]
+pub fn put_uvarint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Appends a zigzag signed varint.
+#[inline]
+pub fn put_varint(out: &mut Vec<u8>, v: i64) {
+    put_uvarint(out, zigzag(v));
+}
+
+/// Appends a length-prefixed byte string.
+pub fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_uvarint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+/// A cursor over bytes for decoding records; every read is bounds-checked so
+/// corrupt input yields an error, never a panic.
+#[derive(Clone, Debug)]
+pub struct Decoder<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+/// Input ended or was malformed while decoding at `offset`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed data at byte {offset}: {what}")]
+pub struct DecodeError {
+    pub offset: usize,
+    pub what: &'static str,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(buf: &'a [u8]) -> Self {
+        Decoder { buf, pos: 0 }
+    }
+
+    pub fn at(buf: &'a [u8], pos: usize) -> Self {
+        Decoder { buf, pos }
+    }
+
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    pub fn remaining(&self) -> usize {
+        self.buf.len().saturating_sub(self.pos)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining() == 0
+    }
+
+    fn err(&self, what: &'static str) -> DecodeError {
+        DecodeError {
+            offset: self.pos,
+            what,
+        }
+    }
+
+    pub fn u8(&mut self) -> Result<u8, DecodeError> {
+        let b = *self
+            .buf
+            .get(self.pos)
+            .ok_or_else(|| self.err("unexpected end"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn uvarint(&mut self) -> Result<u64, DecodeError> {
+        let mut v: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let b = self.u8()?;
+            if shift > 63 {
+                return Err(self.err("varint overflow"));
+            }
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+            shift += 7;
+        }
+    }
+
+    pub fn varint(&mut self) -> Result<i64, DecodeError> {
+        Ok(unzigzag(self.uvarint()?))
+    }
+
+    pub fn u32_le(&mut self) -> Result<u32, DecodeError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    pub fn u64_le(&mut self) -> Result<u64, DecodeError> {
+        let b = self.take(8)?;
+        let mut a = [0u8; 8];
+        a.copy_from_slice(b);
+        Ok(u64::from_le_bytes(a))
+    }
+
+    pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        if self.remaining() < n {
+            return Err(self.err("unexpected end"));
+        }
+        let s = &self.buf[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    pub fn bytes(&mut self) -> Result<&'a [u8], DecodeError> {
+        let n = self.uvarint()?;
+        let n = usize::try_from(n).map_err(|_| self.err("length too large"))?;
+        self.take(n)
+    }
+
+    pub fn str(&mut self) -> Result<&'a str, DecodeError> {
+        let b = self.bytes()?;
+        std::str::from_utf8(b).map_err(|_| self.err("invalid UTF-8"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bits_round_trip() {
+        let mut w = BitWriter::default();
+        w.write_bit(true);
+        w.write_bits(0b1011, 4);
+        w.write_bits(u64::MAX, 64);
+        w.write_bits(0, 3);
+        w.write_uvarint(300);
+        w.write_varint(-5);
+        let bytes = w.into_bytes();
+        let mut r = BitReader::new(&bytes);
+        assert!(r.read_bit().unwrap());
+        assert_eq!(r.read_bits(4).unwrap(), 0b1011);
+        assert_eq!(r.read_bits(64).unwrap(), u64::MAX);
+        assert_eq!(r.read_bits(3).unwrap(), 0);
+        assert_eq!(r.read_uvarint().unwrap(), 300);
+        assert_eq!(r.read_varint().unwrap(), -5);
+        assert!(r.read_bits(8).is_err());
+    }
+
+    #[test]
+    fn decoder_rejects_truncation() {
+        let mut out = Vec::new();
+        put_bytes(&mut out, b"hello");
+        let mut d = Decoder::new(&out[..3]);
+        assert!(d.bytes().is_err());
+        let mut d = Decoder::new(&out);
+        assert_eq!(d.str().unwrap(), "hello");
+        assert!(d.is_empty());
+    }
+}
