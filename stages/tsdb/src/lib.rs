@@ -6,3 +6,5 @@
 
 pub mod bits;
 pub mod chunk;
+pub mod head;
+pub mod postings;

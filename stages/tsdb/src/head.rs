@@ -1,0 +1,864 @@
+//! The head: the in-memory, mutable part of the database holding the most
+//! recent samples of every active series in Gorilla chunks, with an inverted
+//! index (postings per label pair) for selection.
+//!
+//! Series are addressed by a `u32` reference that is also written to the WAL;
+//! references are never reused while the process runs, so postings lists stay
+//! sorted by construction (new series always get the largest id). Label
+//! strings are interned so that a million series sharing `job="node"` hold one
+//! copy of it.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use panoptes_model::{Label, Labels, Matcher};
+
+use crate::chunk::{self, ChunkError, XorAppender, SAMPLES_PER_CHUNK};
+use crate::postings::{self, PostingsSource};
+
+/// Why a sample was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    /// Older than the newest sample of its series (and outside the
+    /// out-of-order window).
+    OutOfOrder,
+    /// Same timestamp as the newest sample of its series, different value.
+    Duplicate,
+    /// Older than what the head may still accept: before the end of the
+    /// newest persisted block, or further back than the out-of-order window
+    /// (or half a block range when out-of-order is off) behind the head's
+    /// newest sample.
+    TooOld,
+}
+
+impl RejectReason {
+    pub const ALL: [RejectReason; 3] = [
+        RejectReason::OutOfOrder,
+        RejectReason::Duplicate,
+        RejectReason::TooOld,
+    ];
+
+    /// The label value used in metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectReason::OutOfOrder => "out_of_order",
+            RejectReason::Duplicate => "duplicate",
+            RejectReason::TooOld => "too_old",
+        }
+    }
+}
+
+/// What to do with one sample, decided before it is written anywhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Append to the series' in-order chunk.
+    InOrder,
+    /// Keep in the series' out-of-order buffer.
+    OutOfOrder,
+    /// Identical to the newest sample (same timestamp, same bits): ignored
+    /// without error, as Prometheus does.
+    Ignored,
+    Rejected(RejectReason),
+}
+
+/// A closed, immutable chunk of one series.
+#[derive(Clone, Debug)]
+pub struct HeadChunk {
+    pub mint: i64,
+    pub maxt: i64,
+    pub data: Box<[u8]>,
+}
+
+#[derive(Clone, Debug)]
+struct OpenChunk {
+    mint: i64,
+    maxt: i64,
+    app: XorAppender,
+}
+
+/// One series in the head.
+#[derive(Debug)]
+pub struct MemSeries {
+    pub labels: Labels,
+    chunks: Vec<HeadChunk>,
+    open: Option<OpenChunk>,
+    /// Accepted out-of-order samples, sorted by timestamp.
+    ooo: Vec<(i64, f64)>,
+    /// Newest in-order sample (timestamp, value bits); `i64::MIN` if none.
+    last_t: i64,
+    last_bits: u64,
+}
+
+impl MemSeries {
+    fn new(labels: Labels) -> Self {
+        MemSeries {
+            labels,
+            chunks: Vec::new(),
+            open: None,
+            ooo: Vec::new(),
+            last_t: i64::MIN,
+            last_bits: 0,
+        }
+    }
+
+    fn min_time(&self) -> Option<i64> {
+        let a = self
+            .chunks
+            .first()
+            .map(|c| c.mint)
+            .or(self.open.as_ref().map(|o| o.mint));
+        let b = self.ooo.first().map(|s| s.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn max_time(&self) -> Option<i64> {
+        let a = (self.last_t != i64::MIN).then_some(self.last_t);
+        let b = self.ooo.last().map(|s| s.0);
+        match (a, b) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        match (self.min_time(), self.max_time()) {
+            (Some(lo), Some(hi)) => lo <= maxt && hi >= mint,
+            _ => false,
+        }
+    }
+
+    /// Samples with `mint ≤ t ≤ maxt`, in-order data winning over
+    /// out-of-order data at equal timestamps.
+    pub fn samples(&self, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>, ChunkError> {
+        let mut out = Vec::new();
+        for c in &self.chunks {
+            if c.maxt >= mint && c.mint <= maxt {
+                chunk::decode_range(&c.data, mint, maxt, &mut out)?;
+            }
+        }
+        if let Some(o) = &self.open {
+            if o.maxt >= mint && o.mint <= maxt {
+                chunk::decode_range(o.app.bytes(), mint, maxt, &mut out)?;
+            }
+        }
+        let lo = self.ooo.partition_point(|s| s.0 < mint);
+        let hi = self.ooo.partition_point(|s| s.0 <= maxt);
+        if lo < hi {
+            out = merge_samples(out, &self.ooo[lo..hi]);
+        }
+        Ok(out)
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.chunks.iter().map(|c| c.data.len() + 24).sum::<usize>()
+            + self.open.as_ref().map_or(0, |o| o.app.heap_bytes())
+            + self.ooo.capacity() * 16
+    }
+}
+
+/// Merges two sorted sample lists; on equal timestamps the first wins.
+pub fn merge_samples(a: Vec<(i64, f64)>, b: &[(i64, f64)]) -> Vec<(i64, f64)> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() || j < b.len() {
+        if j >= b.len() || (i < a.len() && a[i].0 <= b[j].0) {
+            if j < b.len() && a[i].0 == b[j].0 {
+                j += 1;
+            }
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+/// Per-series data handed to the block writer when the head is cut.
+pub struct SeriesData {
+    pub labels: Labels,
+    /// Encoded chunks with their time ranges, in time order.
+    pub chunks: Vec<HeadChunk>,
+}
+
+/// Counters describing the head, for self-metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeadStats {
+    pub series: u64,
+    pub chunks: u64,
+    pub bytes: u64,
+    pub min_time: i64,
+    pub max_time: i64,
+}
+
+/// The in-memory head.
+#[derive(Debug)]
+pub struct Head {
+    series: Vec<Option<Box<MemSeries>>>,
+    live: usize,
+    by_hash: HashMap<u64, u32>,
+    /// Refs whose label hash collided with another live series' hash.
+    collisions: HashMap<u64, Vec<u32>>,
+    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u32>>>,
+    symbols: HashSet<Arc<str>>,
+    /// Samples older than this are refused (end of the newest block).
+    min_valid_t: i64,
+    max_t: i64,
+    min_t: i64,
+    block_range: i64,
+    ooo_window: i64,
+    chunk_count: u64,
+}
+
+impl Head {
+    pub fn new(block_range_ms: i64, ooo_window_ms: i64) -> Self {
+        Head {
+            series: Vec::new(),
+            live: 0,
+            by_hash: HashMap::new(),
+            collisions: HashMap::new(),
+            postings: HashMap::new(),
+            symbols: HashSet::new(),
+            min_valid_t: i64::MIN,
+            max_t: i64::MIN,
+            min_t: i64::MAX,
+            block_range: block_range_ms.max(1),
+            ooo_window: ooo_window_ms.max(0),
+            chunk_count: 0,
+        }
+    }
+
+    pub fn set_ooo_window(&mut self, ms: i64) {
+        self.ooo_window = ms.max(0);
+    }
+
+    pub fn set_min_valid_time(&mut self, t: i64) {
+        self.min_valid_t = self.min_valid_t.max(t);
+    }
+
+    pub fn min_valid_time(&self) -> i64 {
+        self.min_valid_t
+    }
+
+    /// Newest sample timestamp in the head (`i64::MIN` when empty).
+    pub fn max_time(&self) -> i64 {
+        self.max_t
+    }
+
+    /// Oldest sample timestamp in the head (`i64::MAX` when empty).
+    pub fn min_time(&self) -> i64 {
+        self.min_t
+    }
+
+    pub fn stats(&self) -> HeadStats {
+        HeadStats {
+            series: self.live as u64,
+            chunks: self.chunk_count,
+            bytes: self
+                .series
+                .iter()
+                .flatten()
+                .map(|s| s.heap_bytes() as u64)
+                .sum(),
+            min_time: self.min_t,
+            max_time: self.max_t,
+        }
+    }
+
+    pub fn num_series(&self) -> usize {
+        self.live
+    }
+
+    /// The next reference that [`Head::create`] will hand out.
+    pub fn next_ref(&self) -> u32 {
+        self.series.len() as u32
+    }
+
+    /// The reference of an existing series.
+    pub fn lookup(&self, labels: &Labels) -> Option<u32> {
+        let h = labels.stable_hash();
+        if let Some(&r) = self.by_hash.get(&h) {
+            if self.get(r).is_some_and(|s| &s.labels == labels) {
+                return Some(r);
+            }
+        }
+        self.collisions
+            .get(&h)?
+            .iter()
+            .copied()
+            .find(|&r| self.get(r).is_some_and(|s| &s.labels == labels))
+    }
+
+    pub fn get(&self, r: u32) -> Option<&MemSeries> {
+        self.series.get(r as usize)?.as_deref()
+    }
+
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        if let Some(x) = self.symbols.get(s) {
+            return x.clone();
+        }
+        self.symbols.insert(s.clone());
+        s.clone()
+    }
+
+    /// Creates a series with a given reference (WAL replay) or the next one.
+    /// Returns the existing reference if the label set is already present.
+    pub fn create(&mut self, labels: &Labels, want_ref: Option<u32>) -> u32 {
+        if let Some(r) = self.lookup(labels) {
+            return r;
+        }
+        let r = match want_ref {
+            Some(r) if (r as usize) >= self.series.len() => r,
+            Some(r) if self.series[r as usize].is_none() => r,
+            _ => self.series.len() as u32,
+        };
+        let interned: Vec<Label> = labels
+            .iter()
+            .map(|l| Label {
+                name: self.intern(&l.name),
+                value: self.intern(&l.value),
+            })
+            .collect();
+        let labels = Labels::from_sorted(interned);
+        for l in labels.iter() {
+            let list = self
+                .postings
+                .entry(l.name.clone())
+                .or_default()
+                .entry(l.value.clone())
+                .or_default();
+            insert_sorted(list, r);
+        }
+        let h = labels.stable_hash();
+        match self.by_hash.get(&h) {
+            Some(&other) if self.get(other).is_some() => {
+                self.collisions.entry(h).or_default().push(r)
+            }
+            _ => {
+                self.by_hash.insert(h, r);
+            }
+        }
+        if (r as usize) >= self.series.len() {
+            self.series.resize_with(r as usize + 1, || None);
+        }
+        self.series[r as usize] = Some(Box::new(MemSeries::new(labels)));
+        self.live += 1;
+        r
+    }
+
+    /// Decides what to do with a sample given the series' newest sample
+    /// `(last_t, last_bits)` (which may include earlier samples of the same
+    /// batch) and its out-of-order buffer.
+    pub fn verdict(&self, r: u32, last: (i64, u64), t: i64, v: f64) -> Verdict {
+        let (last_t, last_bits) = last;
+        if t < self.min_valid_t {
+            return Verdict::Rejected(RejectReason::TooOld);
+        }
+        // As Prometheus: without an out-of-order window, nothing more than
+        // half a block range behind the head's newest sample is accepted, so
+        // the block about to be cut is not written into.
+        if self.ooo_window == 0
+            && self.max_t != i64::MIN
+            && t < self.max_t.saturating_sub(self.block_range / 2)
+        {
+            return Verdict::Rejected(RejectReason::TooOld);
+        }
+        if last_t == i64::MIN || t > last_t {
+            return Verdict::InOrder;
+        }
+        if t == last_t {
+            return if v.to_bits() == last_bits {
+                Verdict::Ignored
+            } else {
+                Verdict::Rejected(RejectReason::Duplicate)
+            };
+        }
+        if self.ooo_window == 0 {
+            return Verdict::Rejected(RejectReason::OutOfOrder);
+        }
+        let head_max = self.max_t.max(last_t);
+        if t < head_max.saturating_sub(self.ooo_window) {
+            return Verdict::Rejected(RejectReason::TooOld);
+        }
+        if let Some(s) = self.get(r) {
+            if let Ok(i) = s.ooo.binary_search_by_key(&t, |x| x.0) {
+                return if s.ooo[i].1.to_bits() == v.to_bits() {
+                    Verdict::Ignored
+                } else {
+                    Verdict::Rejected(RejectReason::Duplicate)
+                };
+            }
+        }
+        Verdict::OutOfOrder
+    }
+
+    /// The newest in-order sample of a series, `(i64::MIN, 0)` if none.
+    pub fn last_sample(&self, r: u32) -> (i64, u64) {
+        self.get(r)
+            .map_or((i64::MIN, 0), |s| (s.last_t, s.last_bits))
+    }
+
+    /// Appends a sample already judged [`Verdict::InOrder`] or
+    /// [`Verdict::OutOfOrder`]. Unknown references are ignored.
+    pub fn apply(&mut self, r: u32, t: i64, v: f64, verdict: Verdict) {
+        let range = self.block_range;
+        let Some(s) = self
+            .series
+            .get_mut(r as usize)
+            .and_then(|s| s.as_deref_mut())
+        else {
+            return;
+        };
+        match verdict {
+            Verdict::InOrder => {
+                if t <= s.last_t {
+                    return;
+                }
+                let cut = match &s.open {
+                    None => true,
+                    Some(o) => {
+                        o.app.count() >= SAMPLES_PER_CHUNK
+                            || t.div_euclid(range) != o.mint.div_euclid(range)
+                    }
+                };
+                if cut {
+                    if let Some(o) = s.open.take() {
+                        s.chunks.push(HeadChunk {
+                            mint: o.mint,
+                            maxt: o.maxt,
+                            data: o.app.finish(),
+                        });
+                    }
+                    s.open = Some(OpenChunk {
+                        mint: t,
+                        maxt: t,
+                        app: XorAppender::new(),
+                    });
+                    self.chunk_count += 1;
+                }
+                if let Some(o) = s.open.as_mut() {
+                    o.app.append(t, v);
+                    o.maxt = t;
+                }
+                s.last_t = t;
+                s.last_bits = v.to_bits();
+            }
+            Verdict::OutOfOrder => match s.ooo.binary_search_by_key(&t, |x| x.0) {
+                Ok(_) => return,
+                Err(i) => s.ooo.insert(i, (t, v)),
+            },
+            Verdict::Ignored | Verdict::Rejected(_) => return,
+        }
+        self.max_t = self.max_t.max(t);
+        self.min_t = self.min_t.min(t);
+    }
+
+    /// Applies a sample read back from the WAL: it was accepted once, so
+    /// only what is now persisted in blocks or already present is skipped.
+    pub fn apply_replayed(&mut self, r: u32, t: i64, v: f64) {
+        if t < self.min_valid_t {
+            return;
+        }
+        let (last_t, _) = self.last_sample(r);
+        let verdict = if last_t == i64::MIN || t > last_t {
+            Verdict::InOrder
+        } else if t == last_t {
+            return;
+        } else {
+            Verdict::OutOfOrder
+        };
+        self.apply(r, t, v, verdict);
+    }
+
+    /// Series references matching the matchers, sorted.
+    pub fn select_refs(&self, matchers: &[Matcher]) -> Vec<u32> {
+        match postings::select(self, matchers) {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// Matching series with their samples in `[mint, maxt]` (series without
+    /// samples there are left out).
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, ChunkError> {
+        let mut out = Vec::new();
+        if self.max_t < mint || self.min_t > maxt {
+            return Ok(out);
+        }
+        for r in self.select_refs(matchers) {
+            let Some(s) = self.get(r) else { continue };
+            if !s.overlaps(mint, maxt) {
+                continue;
+            }
+            let samples = s.samples(mint, maxt)?;
+            if !samples.is_empty() {
+                out.push((s.labels.clone(), samples));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Label sets of matching series that have data overlapping the range.
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        if self.max_t < mint || self.min_t > maxt {
+            return Vec::new();
+        }
+        self.select_refs(matchers)
+            .into_iter()
+            .filter_map(|r| self.get(r))
+            .filter(|s| s.overlaps(mint, maxt))
+            .map(|s| s.labels.clone())
+            .collect()
+    }
+
+    /// Every label name in the head.
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings.keys().map(|k| k.to_string()).collect()
+    }
+
+    /// Copies out the data of `[mint, maxt)` for a block: chunks entirely in
+    /// the range are reused as they are; series with out-of-order samples in
+    /// the range are re-encoded. Returned sorted by labels.
+    pub fn block_data(&self, mint: i64, maxt: i64) -> Result<Vec<SeriesData>, ChunkError> {
+        let mut out = Vec::new();
+        for s in self.series.iter().flatten() {
+            let has_ooo = s.ooo.iter().any(|x| x.0 >= mint && x.0 < maxt);
+            let mut chunks = Vec::new();
+            if has_ooo {
+                let samples = s.samples(mint, maxt - 1)?;
+                chunks = encode_chunks(&samples);
+            } else {
+                for c in &s.chunks {
+                    if c.mint >= mint && c.maxt < maxt {
+                        chunks.push(c.clone());
+                    }
+                }
+                if let Some(o) = &s.open {
+                    if o.mint >= mint && o.maxt < maxt {
+                        chunks.push(HeadChunk {
+                            mint: o.mint,
+                            maxt: o.maxt,
+                            data: o.app.bytes().to_vec().into_boxed_slice(),
+                        });
+                    }
+                }
+            }
+            if !chunks.is_empty() {
+                out.push(SeriesData {
+                    labels: s.labels.clone(),
+                    chunks,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Drops everything before `t` (now persisted in a block) and series left
+    /// with no data; samples before `t` are refused from now on. Returns the
+    /// references removed.
+    pub fn truncate(&mut self, t: i64) -> Vec<u32> {
+        self.set_min_valid_time(t);
+        let mut removed = Vec::new();
+        let mut min_t = i64::MAX;
+        let mut dropped_chunks = 0u64;
+        for (r, slot) in self.series.iter_mut().enumerate() {
+            let Some(s) = slot.as_deref_mut() else {
+                continue;
+            };
+            let before = s.chunks.len();
+            s.chunks.retain(|c| c.maxt >= t);
+            dropped_chunks += (before - s.chunks.len()) as u64;
+            if s.open.as_ref().is_some_and(|o| o.maxt < t) {
+                s.open = None;
+                dropped_chunks += 1;
+            }
+            s.ooo.retain(|x| x.0 >= t);
+            if s.chunks.is_empty() && s.open.is_none() && s.ooo.is_empty() {
+                removed.push(r as u32);
+            } else if let Some(m) = s.min_time() {
+                min_t = min_t.min(m);
+            }
+        }
+        self.chunk_count = self.chunk_count.saturating_sub(dropped_chunks);
+        for &r in &removed {
+            self.remove(r);
+        }
+        self.min_t = min_t;
+        if self.live == 0 {
+            self.max_t = self.max_t.max(t - 1).min(self.max_t);
+        }
+        removed
+    }
+
+    fn remove(&mut self, r: u32) {
+        let Some(s) = self.series.get_mut(r as usize).and_then(|s| s.take()) else {
+            return;
+        };
+        self.live -= 1;
+        for l in s.labels.iter() {
+            if let Some(vals) = self.postings.get_mut(&l.name) {
+                if let Some(list) = vals.get_mut(&l.value) {
+                    if let Ok(i) = list.binary_search(&r) {
+                        list.remove(i);
+                    }
+                    if list.is_empty() {
+                        vals.remove(&l.value);
+                    }
+                }
+                if vals.is_empty() {
+                    self.postings.remove(&l.name);
+                }
+            }
+        }
+        let h = s.labels.stable_hash();
+        if self.by_hash.get(&h) == Some(&r) {
+            self.by_hash.remove(&h);
+            // Promote a colliding series, if any, to the primary slot.
+            if let Some(list) = self.collisions.get_mut(&h) {
+                if let Some(other) = list.pop() {
+                    self.by_hash.insert(h, other);
+                }
+                if list.is_empty() {
+                    self.collisions.remove(&h);
+                }
+            }
+        } else if let Some(list) = self.collisions.get_mut(&h) {
+            list.retain(|&x| x != r);
+            if list.is_empty() {
+                self.collisions.remove(&h);
+            }
+        }
+        // Symbols no longer referenced are freed when the last Arc goes; the
+        // interning set itself is pruned here.
+        for l in s.labels.iter() {
+            for sym in [&l.name, &l.value] {
+                if Arc::strong_count(sym) <= 2 {
+                    self.symbols.remove(sym);
+                }
+            }
+        }
+    }
+
+    /// Whether a live series has this reference (for WAL checkpoints).
+    pub fn contains(&self, r: u32) -> bool {
+        self.get(r).is_some()
+    }
+
+    /// Live series references and labels (for WAL checkpoints).
+    pub fn all_series(&self) -> Vec<(u32, Labels)> {
+        self.series
+            .iter()
+            .enumerate()
+            .filter_map(|(r, s)| s.as_ref().map(|s| (r as u32, s.labels.clone())))
+            .collect()
+    }
+}
+
+/// Encodes sorted samples into chunks of at most [`SAMPLES_PER_CHUNK`].
+pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<HeadChunk> {
+    samples
+        .chunks(SAMPLES_PER_CHUNK as usize)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            let mut a = XorAppender::new();
+            for &(t, v) in c {
+                a.append(t, v);
+            }
+            HeadChunk {
+                mint: c[0].0,
+                maxt: c[c.len() - 1].0,
+                data: a.finish(),
+            }
+        })
+        .collect()
+}
+
+fn insert_sorted(list: &mut Vec<u32>, r: u32) {
+    match list.last() {
+        Some(&last) if last >= r => {
+            if let Err(i) = list.binary_search(&r) {
+                list.insert(i, r);
+            }
+        }
+        _ => list.push(r),
+    }
+}
+
+impl PostingsSource for Head {
+    type Error = std::convert::Infallible;
+
+    fn all_postings(&self) -> Result<Vec<u32>, Self::Error> {
+        Ok(self
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.is_some())
+            .map(|(r, _)| r as u32)
+            .collect())
+    }
+
+    fn values_of(&self, name: &str) -> Result<Vec<String>, Self::Error> {
+        Ok(self
+            .postings
+            .get(name)
+            .map(|m| m.keys().map(|k| k.to_string()).collect())
+            .unwrap_or_default())
+    }
+
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, Self::Error> {
+        Ok(self
+            .postings
+            .get(name)
+            .and_then(|m| m.get(value))
+            .cloned()
+            .unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use panoptes_model::{stale_nan, MatchOp, STALE_NAN_BITS};
+
+    fn lbl(name: &str, job: &str) -> Labels {
+        Labels::from_pairs([("__name__", name), ("job", job)])
+    }
+
+    fn push(h: &mut Head, l: &Labels, t: i64, v: f64) -> Verdict {
+        let r = h.create(l, None);
+        let verdict = h.verdict(r, h.last_sample(r), t, v);
+        h.apply(r, t, v, verdict);
+        verdict
+    }
+
+    #[test]
+    fn append_and_select_across_chunks() {
+        let mut h = Head::new(7_200_000, 0);
+        let a = lbl("up", "api");
+        for i in 0..500 {
+            assert_eq!(push(&mut h, &a, i * 1000, i as f64), Verdict::InOrder);
+        }
+        assert_eq!(h.stats().chunks, 5);
+        let got = h
+            .select(&[Matcher::equal("job", "api")], 10_000, 20_000)
+            .unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1.len(), 11);
+        assert_eq!(got[0].1[0], (10_000, 10.0));
+        assert_eq!(got[0].1[10], (20_000, 20.0));
+    }
+
+    #[test]
+    fn rejections_by_reason() {
+        let mut h = Head::new(7_200_000, 0);
+        let a = lbl("up", "api");
+        push(&mut h, &a, 10_000, 1.0);
+        assert_eq!(push(&mut h, &a, 10_000, 1.0), Verdict::Ignored);
+        assert_eq!(
+            push(&mut h, &a, 10_000, 2.0),
+            Verdict::Rejected(RejectReason::Duplicate)
+        );
+        assert_eq!(
+            push(&mut h, &a, 9_000, 2.0),
+            Verdict::Rejected(RejectReason::OutOfOrder)
+        );
+        h.set_min_valid_time(20_000);
+        assert_eq!(
+            push(&mut h, &lbl("up", "new"), 15_000, 2.0),
+            Verdict::Rejected(RejectReason::TooOld)
+        );
+        let got = h.select(&[], i64::MIN, i64::MAX).unwrap();
+        // The series created for the rejected sample has no data.
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1, vec![(10_000, 1.0)]);
+    }
+
+    #[test]
+    fn out_of_order_window_accepts_and_merges() {
+        let mut h = Head::new(7_200_000, 60_000);
+        let a = lbl("up", "api");
+        push(&mut h, &a, 100_000, 1.0);
+        push(&mut h, &a, 120_000, 3.0);
+        assert_eq!(push(&mut h, &a, 110_000, 2.0), Verdict::OutOfOrder);
+        assert_eq!(push(&mut h, &a, 110_000, 2.0), Verdict::Ignored);
+        assert_eq!(
+            push(&mut h, &a, 110_000, 5.0),
+            Verdict::Rejected(RejectReason::Duplicate)
+        );
+        assert_eq!(
+            push(&mut h, &a, 10_000, 5.0),
+            Verdict::Rejected(RejectReason::TooOld)
+        );
+        let got = h.select(&[], 0, 200_000).unwrap();
+        assert_eq!(
+            got[0].1,
+            vec![(100_000, 1.0), (110_000, 2.0), (120_000, 3.0)]
+        );
+        let blocks = h.block_data(0, 200_000).unwrap();
+        assert_eq!(chunk::decode(&blocks[0].chunks[0].data).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn stale_markers_are_returned_bit_exact() {
+        let mut h = Head::new(7_200_000, 0);
+        let a = lbl("up", "api");
+        push(&mut h, &a, 1, 1.0);
+        push(&mut h, &a, 2, stale_nan());
+        let got = h.select(&[], 0, 10).unwrap();
+        assert_eq!(got[0].1[1].1.to_bits(), STALE_NAN_BITS);
+    }
+
+    #[test]
+    fn chunks_do_not_span_block_boundaries_and_truncate_frees_series() {
+        let mut h = Head::new(10_000, 0);
+        let a = lbl("up", "api");
+        let b = lbl("up", "db");
+        push(&mut h, &b, 5_000, 1.0);
+        for t in (0..30_000).step_by(1000) {
+            push(&mut h, &a, t, 1.0);
+        }
+        let data = h.block_data(0, 10_000).unwrap();
+        assert_eq!(data.len(), 2);
+        assert!(data
+            .iter()
+            .all(|s| s.chunks.iter().all(|c| c.maxt < 10_000)));
+        let removed = h.truncate(10_000);
+        assert_eq!(removed.len(), 1);
+        assert_eq!(h.num_series(), 1);
+        assert!(h.lookup(&b).is_none());
+        assert_eq!(
+            h.select_refs(&[Matcher::equal("job", "db")]),
+            Vec::<u32>::new()
+        );
+        let got = h.select(&[], 0, 100_000).unwrap();
+        assert_eq!(got[0].1.first().map(|s| s.0), Some(10_000));
+        // A recreated series gets a fresh reference.
+        let r = h.create(&b, None);
+        assert!(r > 1);
+    }
+
+    #[test]
+    fn regex_and_negative_matchers() {
+        let mut h = Head::new(7_200_000, 0);
+        for job in ["api", "db", "cache"] {
+            push(&mut h, &lbl("up", job), 1000, 1.0);
+        }
+        push(&mut h, &Labels::from_pairs([("__name__", "up")]), 1000, 1.0);
+        let m = Matcher::new(MatchOp::RegexMatch, "job", "a.*|c.*").unwrap();
+        assert_eq!(h.select(&[m], 0, 2000).unwrap().len(), 2);
+        let m = Matcher::new(MatchOp::NotEqual, "job", "db").unwrap();
+        assert_eq!(h.select(&[m], 0, 2000).unwrap().len(), 3);
+        let m = Matcher::equal("job", "");
+        assert_eq!(h.select(&[m], 0, 2000).unwrap().len(), 1);
+    }
+}
