@@ -8,3 +8,4 @@ pub mod bits;
 pub mod chunk;
 pub mod head;
 pub mod postings;
+pub mod wal;
