@@ -1,1 +1,452 @@
-fn main() {}
+//! The `panoptes` command line: validate, schema, graph, run and tap a
+//! pipeline. Only argument handling and process plumbing live here; the
+//! engine and the stages do the work.
+
+mod logging;
+mod registry;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use panoptes_engine::clock::RealClock;
+use panoptes_engine::schema::pipeline_schema;
+use panoptes_engine::{Engine, EngineOptions, PipelineSource, Supervisor};
+
+/// The pipeline `run` uses when given no file.
+const DEFAULT_PIPELINE: &str = include_str!("../pipelines/default.yaml");
+
+#[derive(Parser)]
+#[command(
+    name = "panoptes",
+    version,
+    about = "A Prometheus-compatible monitoring system, declared as a pipeline of stages"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug, trace (or a tracing filter).
+    #[arg(long = "log.level", global = true, default_value = "info")]
+    log_level: String,
+    /// Log format: logfmt or json.
+    #[arg(long = "log.format", global = true, default_value = "logfmt")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check pipeline files: schema, stage configs and graph. Reports every
+    /// error as FILE:LINE:COL; exits 1 if any file is invalid.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+    /// Print the pipeline JSON Schema (for editors and CI).
+    Schema,
+    /// Print a pipeline as a Graphviz DOT graph.
+    Graph { file: PathBuf },
+    /// Run a pipeline (the embedded default pipeline when no file is given).
+    Run {
+        file: Option<PathBuf>,
+        /// Address of the main HTTP listener (/metrics, APIs, health, tap).
+        #[arg(long, default_value = "0.0.0.0:9090")]
+        listen: SocketAddr,
+        /// Directory under which stores keep their data by default.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// Reload when the pipeline file changes.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Print what flows out of a stage of a running pipeline, live.
+    Tap {
+        /// The running Panoptes, e.g. http://127.0.0.1:9090
+        url: String,
+        /// Stage output to watch: an id, `stage.port`, or a glob (`scrape_*`).
+        stage: String,
+        /// Stop after this many items.
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Keep one item in N (sampling).
+        #[arg(long, default_value_t = 1)]
+        every: u64,
+        /// Print the raw JSON lines.
+        #[arg(long, value_enum, default_value = "text")]
+        format: OutputFormat,
+    },
+}
+
+fn main() -> ExitCode {
+    // Die quietly on a closed pipe (`panoptes schema | head`), as CLI tools do.
+    #[cfg(unix)]
+    // SAFETY: resetting a signal disposition at startup, before any thread
+    // exists, has no memory-safety implications.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(&cli.log_level, &cli.log_format) {
+        eprintln!("panoptes: {e:#}");
+        return ExitCode::from(2);
+    }
+    let result = match cli.command {
+        Command::Validate { files, format } => validate(&files, format),
+        Command::Schema => {
+            let schema = pipeline_schema(&registry::registry());
+            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Graph { file } => graph(&file),
+        Command::Run {
+            file,
+            listen,
+            data_dir,
+            watch,
+        } => run(file, listen, data_dir, watch),
+        Command::Tap {
+            url,
+            stage,
+            limit,
+            every,
+            format,
+        } => tap(&url, &stage, limit, every, format),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("panoptes: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn validate(files: &[PathBuf], format: OutputFormat) -> anyhow::Result<ExitCode> {
+    let registry = registry::registry();
+    let mut all_ok = true;
+    let mut json_files = Vec::new();
+    for file in files {
+        let result = PipelineSource::File(file.clone()).compile(&registry);
+        match (&result, format) {
+            (Ok(p), OutputFormat::Text) => {
+                println!(
+                    "{}: valid ({} stages, {} edges)",
+                    file.display(),
+                    p.stages.len(),
+                    p.graph.graph.edge_count()
+                );
+            }
+            (Err(d), OutputFormat::Text) => {
+                all_ok = false;
+                println!("{d}");
+                println!(
+                    "{}: invalid ({} error{})",
+                    file.display(),
+                    d.0.len(),
+                    if d.0.len() == 1 { "" } else { "s" }
+                );
+            }
+            (r, OutputFormat::Json) => {
+                let errors = r.as_ref().err().map(|d| d.0.clone()).unwrap_or_default();
+                all_ok &= errors.is_empty();
+                json_files.push(serde_json::json!({
+                    "file": file.display().to_string(),
+                    "valid": errors.is_empty(),
+                    "errors": errors,
+                }));
+            }
+        }
+    }
+    if format == OutputFormat::Json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"valid": all_ok, "files": json_files}))?
+        );
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn graph(file: &Path) -> anyhow::Result<ExitCode> {
+    match PipelineSource::File(file.to_path_buf()).compile(&registry::registry()) {
+        Ok(p) => {
+            let name = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "pipeline".into());
+            print!("{}", p.graph.to_dot(&name));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(d) => {
+            eprintln!("{d}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// The address other processes (and the self-scrape) use to reach a
+/// listener bound to `listen`.
+fn reachable(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("127.0.0.1:{}", listen.port())
+    } else {
+        listen.to_string()
+    }
+}
+
+fn run(
+    file: Option<PathBuf>,
+    listen: SocketAddr,
+    data_dir: PathBuf,
+    watch: bool,
+) -> anyhow::Result<ExitCode> {
+    let registry = registry::registry();
+    let source = match &file {
+        Some(f) => PipelineSource::File(f.clone()),
+        None => PipelineSource::Embedded {
+            name: "<default pipeline>".into(),
+            text: DEFAULT_PIPELINE.replace("LISTEN_ADDRESS", &reachable(listen)),
+        },
+    };
+    let compiled = match source.compile(&registry) {
+        Ok(c) => c,
+        Err(d) => {
+            eprintln!("{d}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("panoptes-io")
+        .build()
+        .context("cannot start the async runtime")?;
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind(listen))
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let engine = Engine::start(
+        compiled,
+        EngineOptions {
+            data_dir,
+            clock: Arc::new(RealClock),
+            runtime: rt.handle().clone(),
+        },
+    )
+    .context("cannot start the pipeline")?;
+    let sup = Supervisor::new(engine, registry, source);
+    tracing::info!(listen = %listen, pipeline = %file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "<default>".into()), "Panoptes is running");
+
+    let router = sup.router();
+    let mut stop_http = sup.shutdown_requested();
+    rt.spawn(async move {
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop_http.wait_for(|v| *v).await;
+        });
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+
+    #[cfg(unix)]
+    {
+        let s = sup.clone();
+        rt.spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                return;
+            };
+            while hup.recv().await.is_some() {
+                tracing::info!("SIGHUP: reloading the pipeline");
+                let s = s.clone();
+                let _ = tokio::task::spawn_blocking(move || s.reload()).await;
+            }
+        });
+    }
+
+    let _watcher = match (&file, watch) {
+        (Some(f), true) => Some(watch_file(f, sup.clone())?),
+        (None, true) => anyhow::bail!("--watch needs a pipeline file"),
+        _ => None,
+    };
+
+    let mut requested = sup.shutdown_requested();
+    rt.block_on(async {
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        #[cfg(unix)]
+        let term_fut = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let term_fut = std::future::pending::<()>();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+            _ = term_fut => tracing::info!("SIGTERM: shutting down"),
+            _ = requested.wait_for(|v| *v) => tracing::info!("shutdown requested over HTTP"),
+        }
+    });
+    sup.request_shutdown();
+    sup.shutdown();
+    rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reloads when the pipeline file changes (editors often replace the file,
+/// so the directory is watched and events are debounced).
+fn watch_file(file: &Path, sup: Arc<Supervisor>) -> anyhow::Result<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let target = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let dir = target
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let (tx, rx) = crossbeam_channel::unbounded::<()>();
+    let watched = target.clone();
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        if let Ok(ev) = ev {
+            if ev.paths.iter().any(|p| p == &watched) {
+                let _ = tx.send(());
+            }
+        }
+    })
+    .context("cannot watch the pipeline file")?;
+    watcher
+        .watch(&dir, RecursiveMode::NonRecursive)
+        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    std::thread::Builder::new()
+        .name("pipeline-watch".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                // Let the editor finish writing; coalesce bursts.
+                std::thread::sleep(Duration::from_millis(250));
+                while rx.try_recv().is_ok() {}
+                tracing::info!("pipeline file changed: reloading");
+                let _ = sup.reload();
+            }
+        })?;
+    Ok(watcher)
+}
+
+fn tap(
+    url: &str,
+    stage: &str,
+    limit: Option<u64>,
+    every: u64,
+    format: OutputFormat,
+) -> anyhow::Result<ExitCode> {
+    let base = url.trim_end_matches('/');
+    let base = if base.contains("://") {
+        base.to_string()
+    } else {
+        format!("http://{base}")
+    };
+    let mut query = vec![("stage", stage.to_string()), ("every", every.to_string())];
+    if let Some(l) = limit {
+        query.push(("limit", l.to_string()));
+    }
+    let client = reqwest::blocking::Client::builder()
+        .timeout(None)
+        .build()
+        .context("cannot build an HTTP client")?;
+    let resp = client
+        .get(format!("{base}/api/v1/tap"))
+        .query(&query)
+        .send()
+        .with_context(|| format!("cannot reach {base}"))?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp.text().unwrap_or_default();
+        let msg = serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or(body);
+        anyhow::bail!("tap refused ({status}): {msg}");
+    }
+    for line in BufReader::new(resp).lines() {
+        let line = line.context("tap stream interrupted")?;
+        if format == OutputFormat::Json {
+            println!("{line}");
+        } else {
+            println!("{}", render_tap_line(&line));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One tapped item as a readable line.
+fn render_tap_line(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_string();
+    };
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let origin = if s("port").is_empty() {
+        s("stage")
+    } else {
+        format!("{}.{}", s("stage"), s("port"))
+    };
+    let labels = |key: &str| -> String {
+        let Some(obj) = v.get(key).and_then(|x| x.as_object()) else {
+            return String::new();
+        };
+        let name = obj.get("__name__").and_then(|x| x.as_str()).unwrap_or("");
+        let rest: Vec<String> = obj
+            .iter()
+            .filter(|(k, _)| *k != "__name__")
+            .map(|(k, x)| format!("{k}={}", x))
+            .collect();
+        if rest.is_empty() && !name.is_empty() {
+            name.to_string()
+        } else {
+            format!("{name}{{{}}}", rest.join(", "))
+        }
+    };
+    match s("type").as_str() {
+        "sample" => format!(
+            "[{origin}] {} {} @{}",
+            labels("labels"),
+            s("value"),
+            v.get("timestamp").map(|t| t.to_string()).unwrap_or_default()
+        ),
+        "target_group" => {
+            let addrs: Vec<String> = v
+                .get("targets")
+                .and_then(|t| t.as_array())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|t| t.get("__address__").and_then(|x| x.as_str()))
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            format!(
+                "[{origin}] targets {} from {}: {} {}",
+                addrs.len(),
+                s("source"),
+                addrs.join(", "),
+                labels("labels")
+            )
+        }
+        "alert" => format!("[{origin}] alert {} {}", s("state"), labels("labels")),
+        _ => line.to_string(),
+    }
+}

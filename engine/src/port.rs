@@ -36,14 +36,22 @@ pub struct Downstream {
 }
 
 struct OutputInner {
-    stage: String,
-    port: String,
+    stage: Arc<str>,
+    port: Arc<str>,
     message: MessageType,
     downstream: RwLock<Vec<Downstream>>,
-    taps: RwLock<Vec<Sender<Message>>>,
+    taps: RwLock<Vec<Sender<Tapped>>>,
     tap_count: AtomicUsize,
     sent_messages: AtomicU64,
     sent_items: AtomicU64,
+}
+
+/// A copy of a message sent to a tap, with where it was seen.
+#[derive(Clone, Debug)]
+pub struct Tapped {
+    pub stage: Arc<str>,
+    pub port: Arc<str>,
+    pub message: Message,
 }
 
 /// The sending side of one output port of one stage. Cheap to clone.
@@ -65,8 +73,8 @@ impl Output {
     pub fn new(stage: &str, port: &str, message: MessageType) -> Self {
         Output {
             inner: Arc::new(OutputInner {
-                stage: stage.to_string(),
-                port: port.to_string(),
+                stage: stage.into(),
+                port: port.into(),
                 message,
                 downstream: RwLock::new(Vec::new()),
                 taps: RwLock::new(Vec::new()),
@@ -100,7 +108,7 @@ impl Output {
     }
 
     /// Attaches a tap; it receives copies until its receiver is dropped.
-    pub fn attach_tap(&self, tx: Sender<Message>) {
+    pub fn attach_tap(&self, tx: Sender<Tapped>) {
         let mut taps = self.inner.taps.write();
         taps.push(tx);
         self.inner.tap_count.store(taps.len(), Ordering::Release);
@@ -118,8 +126,13 @@ impl Output {
         if self.inner.tap_count.load(Ordering::Acquire) == 0 {
             return;
         }
+        let tapped = Tapped {
+            stage: self.inner.stage.clone(),
+            port: self.inner.port.clone(),
+            message: msg.clone(),
+        };
         let mut taps = self.inner.taps.write();
-        taps.retain(|t| match t.try_send(msg.clone()) {
+        taps.retain(|t| match t.try_send(tapped.clone()) {
             Ok(()) | Err(TrySendError::Full(_)) => true,
             Err(TrySendError::Disconnected(_)) => false,
         });

@@ -179,6 +179,12 @@ pub trait StageConfig: Send + Sync + fmt::Debug + Any {
         Vec::new()
     }
 
+    /// Extra content for the reload fingerprint: e.g. a hash of the rule
+    /// files a stage reads, so editing a referenced file counts as a change.
+    fn fingerprint_extra(&self) -> String {
+        String::new()
+    }
+
     /// Whether this stage provides a queryable store (registers itself in
     /// [`StageContext::stores`] when started).
     fn provides_store(&self) -> bool {

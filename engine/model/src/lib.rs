@@ -6,6 +6,7 @@
 
 pub mod alert;
 pub mod duration;
+pub mod format;
 pub mod labels;
 pub mod matcher;
 pub mod sample;
@@ -13,6 +14,7 @@ pub mod storage;
 pub mod targets;
 
 pub use alert::{Alert, AlertBatch, AlertState};
+pub use format::{format_float, write_float};
 pub use duration::{format_duration_ms, parse_duration, parse_duration_ms, DurationError, PromDuration, DURATION_PATTERN};
 pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};

@@ -1,0 +1,95 @@
+//! Float formatting exactly as Prometheus prints sample values in the text
+//! format and its API (Go's `strconv.FormatFloat(v, 'g', -1, 64)`):
+//! shortest round-tripping digits, exponent form below 1e-4 and from 1e6.
+
+/// Formats a value as Go's `FormatFloat(v, 'g', -1, 64)`, with Prometheus's
+/// spellings of the specials (`NaN`, `+Inf`, `-Inf`).
+pub fn format_float(v: f64) -> String {
+    let mut out = String::new();
+    write_float(&mut out, v);
+    out
+}
+
+/// Appends [`format_float`]'s output to a string without allocating.
+pub fn write_float(out: &mut String, v: f64) {
+    if v.is_nan() {
+        out.push_str("NaN");
+        return;
+    }
+    if v.is_infinite() {
+        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        return;
+    }
+    if v == 0.0 {
+        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+        return;
+    }
+    // Integers below 1e6 are the common case (counters): print directly.
+    if v.fract() == 0.0 && v.abs() < 1e6 {
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{}", v as i64));
+        return;
+    }
+    // Rust's `{:e}` gives the shortest round-tripping digits.
+    let sci = format!("{v:e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let (neg, mant) = match mant.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mant),
+    };
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    if neg {
+        out.push('-');
+    }
+    if !(-4..6).contains(&exp) {
+        out.push_str(&digits[..1]);
+        if digits.len() > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        let _ = std::fmt::Write::write_fmt(out, format_args!("{:02}", exp.abs()));
+    } else if exp >= 0 {
+        let int_len = exp as usize + 1;
+        if digits.len() <= int_len {
+            out.push_str(&digits);
+            out.extend(std::iter::repeat_n('0', int_len - digits.len()));
+        } else {
+            out.push_str(&digits[..int_len]);
+            out.push('.');
+            out.push_str(&digits[int_len..]);
+        }
+    } else {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
+        out.push_str(&digits);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_float as f;
+
+    #[test]
+    fn matches_go_g_format() {
+        assert_eq!(f(1.0), "1");
+        assert_eq!(f(0.5), "0.5");
+        assert_eq!(f(-2.25), "-2.25");
+        assert_eq!(f(1e6), "1e+06");
+        assert_eq!(f(123456.0), "123456");
+        assert_eq!(f(1234567.0), "1.234567e+06");
+        assert_eq!(f(0.0001), "0.0001");
+        assert_eq!(f(0.00001), "1e-05");
+        assert_eq!(f(1.5e-7), "1.5e-07");
+        assert_eq!(f(3.14), "3.14");
+        assert_eq!(f(1e21), "1e+21");
+        assert_eq!(f(1.7976931348623157e308), "1.7976931348623157e+308");
+        assert_eq!(f(f64::NAN), "NaN");
+        assert_eq!(f(f64::INFINITY), "+Inf");
+        assert_eq!(f(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(f(-0.0), "-0");
+        assert_eq!(f(100.5), "100.5");
+        assert_eq!(f(999999.5), "999999.5");
+    }
+}

@@ -1,0 +1,578 @@
+//! The supervisor owns the running [`Engine`] and everything around it that
+//! is not a stage: re-reading and reloading the pipeline file, the main HTTP
+//! listener (`/metrics`, `/-/healthy`, `/-/ready`, `/-/reload`, the tap
+//! stream, stage status, the targets view) and the routes stages mount.
+//!
+//! Reloads and shutdown block (stages flush on stop), so they run on plain
+//! threads (`spawn_blocking` from handlers), never on a tokio worker.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use parking_lot::{Mutex, RwLock};
+use serde_json::json;
+use tower::ServiceExt as _;
+
+use crate::compile::{compile, CompiledPipeline, Diagnostics};
+use crate::registry::Registry;
+use crate::runtime::{Engine, ReloadReport};
+use crate::tap::{message_to_json_lines, TapFilter};
+
+/// Where the pipeline text comes from.
+#[derive(Clone, Debug)]
+pub enum PipelineSource {
+    /// A file, re-read on every reload.
+    File(PathBuf),
+    /// Text built into the binary (the default pipeline), with a name for
+    /// messages.
+    Embedded { name: String, text: String },
+}
+
+impl PipelineSource {
+    /// Reads and compiles the pipeline.
+    pub fn compile(&self, registry: &Registry) -> Result<CompiledPipeline, Diagnostics> {
+        match self {
+            PipelineSource::File(path) => {
+                let name = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    Diagnostics(vec![crate::compile::Diagnostic {
+                        file: name.clone(),
+                        line: 1,
+                        column: 1,
+                        path: String::new(),
+                        message: format!("cannot read the pipeline file: {e}"),
+                    }])
+                })?;
+                let base = path
+                    .parent()
+                    .map(|p| {
+                        if p.as_os_str().is_empty() {
+                            PathBuf::from(".")
+                        } else {
+                            p.to_path_buf()
+                        }
+                    })
+                    .unwrap_or_else(|| PathBuf::from("."));
+                compile(&text, &name, &base, registry)
+            }
+            PipelineSource::Embedded { name, text } => {
+                compile(text, name, &PathBuf::from("."), registry)
+            }
+        }
+    }
+}
+
+/// The outcome of the last reloads, for metrics and `/api/v1/status/reload`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ReloadStatus {
+    pub last_successful: bool,
+    pub last_success_timestamp_seconds: f64,
+    pub last_error: Option<String>,
+    pub successes: u64,
+    pub failures: u64,
+    pub last_report: Option<String>,
+    pub last_duration_seconds: f64,
+}
+
+/// The running pipeline and its control surface.
+pub struct Supervisor {
+    engine: Mutex<Engine>,
+    registry: Registry,
+    source: PipelineSource,
+    status: Mutex<ReloadStatus>,
+    stage_routes: RwLock<Router>,
+    ready: AtomicBool,
+    process_metrics: prometheus::Registry,
+    started: Instant,
+    shutting_down: AtomicBool,
+    shutdown_tx: tokio::sync::watch::Sender<bool>,
+}
+
+fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+impl Supervisor {
+    /// Wraps a started engine.
+    pub fn new(engine: Engine, registry: Registry, source: PipelineSource) -> Arc<Supervisor> {
+        let process_metrics = prometheus::Registry::new();
+        let _ = process_metrics.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
+        let (shutdown_tx, _) = tokio::sync::watch::channel(false);
+        let sup = Arc::new(Supervisor {
+            engine: Mutex::new(engine),
+            registry,
+            source,
+            status: Mutex::new(ReloadStatus {
+                last_successful: true,
+                last_success_timestamp_seconds: now_seconds(),
+                ..Default::default()
+            }),
+            stage_routes: RwLock::new(Router::new()),
+            ready: AtomicBool::new(true),
+            process_metrics,
+            started: Instant::now(),
+            shutting_down: AtomicBool::new(false),
+            shutdown_tx,
+        });
+        sup.refresh_routes();
+        sup
+    }
+
+    /// Resolves when shutdown has been requested (e.g. by a signal).
+    pub fn shutdown_requested(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown_tx.subscribe()
+    }
+
+    /// Asks the host to shut down.
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown_tx.send(true);
+    }
+
+    fn refresh_routes(&self) {
+        let routes = self.engine.lock().stage_routes();
+        let mut merged = Router::new();
+        for (id, r) in routes {
+            // axum panics on overlapping routes; two stages claiming one
+            // path is a config problem to log, not a crash.
+            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                merged.clone().merge(r)
+            }));
+            match attempt {
+                Ok(m) => merged = m,
+                Err(_) => tracing::error!(stage = %id, "stage HTTP routes overlap another stage's; its routes are not mounted"),
+            }
+        }
+        *self.stage_routes.write() = merged;
+    }
+
+    /// Re-reads the pipeline and applies it. Blocking: call from a plain
+    /// thread. An invalid file leaves the running pipeline untouched.
+    pub fn reload(&self) -> Result<ReloadReport, String> {
+        let t = Instant::now();
+        let result = match self.source.compile(&self.registry) {
+            Err(diags) => Err(format!("invalid pipeline, keeping the running one:\n{diags}")),
+            Ok(new) => {
+                let mut engine = self.engine.lock();
+                engine.reload(new).map_err(|e| e.to_string())
+            }
+        };
+        self.refresh_routes();
+        let mut st = self.status.lock();
+        st.last_duration_seconds = t.elapsed().as_secs_f64();
+        match &result {
+            Ok(report) => {
+                st.last_successful = true;
+                st.last_success_timestamp_seconds = now_seconds();
+                st.last_error = None;
+                st.successes += 1;
+                st.last_report = Some(report.summary());
+                tracing::info!(took_ms = t.elapsed().as_millis() as u64, result = %report.summary(), "pipeline reloaded");
+            }
+            Err(e) => {
+                st.last_successful = false;
+                st.last_error = Some(e.clone());
+                st.failures += 1;
+                tracing::error!(error = %e, "reload failed");
+            }
+        }
+        result
+    }
+
+    /// Stops every stage (sources first, flushing in-flight data).
+    pub fn shutdown(&self) {
+        if self.shutting_down.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.ready.store(false, Ordering::SeqCst);
+        self.engine.lock().stop_all();
+        tracing::info!("pipeline stopped");
+    }
+
+    pub fn reload_status(&self) -> ReloadStatus {
+        self.status.lock().clone()
+    }
+
+    /// Runs a closure with the engine locked.
+    pub fn with_engine<R>(&self, f: impl FnOnce(&Engine) -> R) -> R {
+        f(&self.engine.lock())
+    }
+
+    /// The main listener's routes.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics_handler))
+            .route("/-/healthy", get(|| async { "Panoptes is Healthy.\n" }))
+            .route("/-/ready", get(ready_handler))
+            .route("/-/reload", post(reload_handler).put(reload_handler))
+            .route("/-/quit", post(quit_handler).put(quit_handler))
+            .route("/api/v1/status/stages", get(stages_handler))
+            .route("/api/v1/status/reload", get(reload_status_handler))
+            .route("/api/v1/targets", get(targets_handler))
+            .route("/api/v1/tap", get(tap_handler))
+            .fallback(stage_route_handler)
+            .with_state(self.clone())
+    }
+
+    /// `/metrics` text: process metrics, engine families, then the stages'.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::new();
+        let encoder = prometheus::TextEncoder::new();
+        let _ = encoder.encode_utf8(&self.process_metrics.gather(), &mut out);
+        let status = self.reload_status();
+        let engine = self.engine.lock();
+        let mut fam = |name: &str, typ: &str, help: &str, rows: Vec<(String, f64)>| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {typ}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "{name}{labels} {}", fmt_value(v));
+            }
+        };
+        fam(
+            "panoptes_build_info",
+            "gauge",
+            "A metric with a constant '1' value labeled by the version of Panoptes.",
+            vec![(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1.0)],
+        );
+        fam(
+            "panoptes_config_last_reload_successful",
+            "gauge",
+            "Whether the last pipeline reload attempt was successful.",
+            vec![(String::new(), if status.last_successful { 1.0 } else { 0.0 })],
+        );
+        fam(
+            "panoptes_config_last_reload_success_timestamp_seconds",
+            "gauge",
+            "Timestamp of the last successful pipeline reload.",
+            vec![(String::new(), status.last_success_timestamp_seconds)],
+        );
+        fam(
+            "panoptes_config_reloads_total",
+            "counter",
+            "Pipeline reloads by result.",
+            vec![
+                ("{result=\"success\"}".into(), status.successes as f64),
+                ("{result=\"failure\"}".into(), status.failures as f64),
+            ],
+        );
+        fam(
+            "panoptes_uptime_seconds",
+            "gauge",
+            "Seconds since the pipeline started.",
+            vec![(String::new(), self.started.elapsed().as_secs_f64())],
+        );
+        let stages = engine.status();
+        let lbl = |id: &str| format!("{{stage=\"{}\"}}", esc(id));
+        fam(
+            "panoptes_stage_up",
+            "gauge",
+            "Whether the stage is running (1) or failed to start (0).",
+            stages
+                .iter()
+                .map(|s| {
+                    (
+                        format!("{{kind=\"{}\",stage=\"{}\"}}", s.kind, esc(&s.id)),
+                        if s.running { 1.0 } else { 0.0 },
+                    )
+                })
+                .collect(),
+        );
+        fam(
+            "panoptes_stage_healthy",
+            "gauge",
+            "Whether the stage reports itself healthy.",
+            stages
+                .iter()
+                .map(|s| (lbl(&s.id), if s.healthy { 1.0 } else { 0.0 }))
+                .collect(),
+        );
+        fam(
+            "panoptes_stage_queue_depth",
+            "gauge",
+            "Batches waiting in the stage's input channel.",
+            stages
+                .iter()
+                .filter(|s| s.queue_capacity > 0)
+                .map(|s| (lbl(&s.id), s.queue_depth as f64))
+                .collect(),
+        );
+        fam(
+            "panoptes_stage_queue_capacity",
+            "gauge",
+            "Capacity of the stage's input channel, in batches.",
+            stages
+                .iter()
+                .filter(|s| s.queue_capacity > 0)
+                .map(|s| (lbl(&s.id), s.queue_capacity as f64))
+                .collect(),
+        );
+        let outputs = engine.outputs();
+        let out_lbl = |o: &crate::port::Output| {
+            format!(
+                "{{port=\"{}\",stage=\"{}\"}}",
+                esc(o.port()),
+                esc(o.stage())
+            )
+        };
+        fam(
+            "panoptes_output_messages_total",
+            "counter",
+            "Batches a stage emitted on an output port.",
+            outputs
+                .iter()
+                .map(|o| (out_lbl(o), o.sent().0 as f64))
+                .collect(),
+        );
+        fam(
+            "panoptes_output_items_total",
+            "counter",
+            "Items (samples, targets groups, alerts) a stage emitted on an output port.",
+            outputs
+                .iter()
+                .map(|o| (out_lbl(o), o.sent().1 as f64))
+                .collect(),
+        );
+        let edges = engine.edges();
+        let edge_lbl = |e: &crate::runtime::EdgeStatus| {
+            format!(
+                "{{from=\"{}\",port=\"{}\",to=\"{}\"}}",
+                esc(&e.from),
+                esc(&e.port),
+                esc(&e.to)
+            )
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        let edge_fams: [(&str, &str, fn(&crate::port::EdgeCounters) -> u64); 4] = [
+            ("panoptes_edge_messages_total", "Batches delivered on an edge.", |c| c.messages.load(Relaxed)),
+            ("panoptes_edge_items_total", "Items delivered on an edge.", |c| c.items.load(Relaxed)),
+            ("panoptes_edge_dropped_messages_total", "Batches dropped on an edge because the consumer was full (when_full: drop).", |c| c.dropped_messages.load(Relaxed)),
+            ("panoptes_edge_dropped_items_total", "Items dropped on an edge because the consumer was full (when_full: drop).", |c| c.dropped_items.load(Relaxed)),
+        ];
+        for (name, help, get) in edge_fams {
+            fam(
+                name,
+                "counter",
+                help,
+                edges
+                    .iter()
+                    .map(|e| (edge_lbl(e), get(&e.counters) as f64))
+                    .collect(),
+            );
+        }
+        let stage_fams = engine.gather_stage_metrics();
+        drop(engine);
+        let _ = encoder.encode_utf8(&stage_fams, &mut out);
+        out
+    }
+}
+
+fn esc(s: &str) -> String {
+    panoptes_model::escape_label_value(s).into_owned()
+}
+
+fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+    } else {
+        format!("{v}")
+    }
+}
+
+type Sup = State<Arc<Supervisor>>;
+
+async fn metrics_handler(State(s): Sup) -> Response {
+    match tokio::task::spawn_blocking(move || s.render_metrics()).await {
+        Ok(text) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            text,
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn ready_handler(State(s): Sup) -> Response {
+    if s.ready.load(Ordering::SeqCst) {
+        "Panoptes is Ready.\n".into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()
+    }
+}
+
+async fn reload_handler(State(s): Sup) -> Response {
+    match tokio::task::spawn_blocking(move || s.reload()).await {
+        Ok(Ok(report)) => (StatusCode::OK, format!("reloaded: {}\n", report.summary())).into_response(),
+        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn quit_handler(State(s): Sup) -> Response {
+    s.request_shutdown();
+    "Requesting termination... Goodbye!\n".into_response()
+}
+
+async fn stages_handler(State(s): Sup) -> Response {
+    let r = tokio::task::spawn_blocking(move || s.with_engine(|e| e.status())).await;
+    match r {
+        Ok(stages) => Json(json!({"status": "success", "data": stages})).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
+
+async fn reload_status_handler(State(s): Sup) -> Response {
+    Json(json!({"status": "success", "data": s.reload_status()})).into_response()
+}
+
+fn labels_json(l: &panoptes_model::Labels) -> serde_json::Value {
+    let m: serde_json::Map<String, serde_json::Value> = l
+        .iter()
+        .map(|l| (l.name.to_string(), json!(&*l.value)))
+        .collect();
+    serde_json::Value::Object(m)
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    if ms <= 0 {
+        return "0001-01-01T00:00:00Z".into();
+    }
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms as u64)).to_string()
+}
+
+async fn targets_handler(State(s): Sup, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let views = s.with_engine(|e| e.targets().all());
+    let state = q.get("state").map(String::as_str).unwrap_or("any");
+    let mut active = Vec::new();
+    let mut dropped = Vec::new();
+    for (_, view) in views {
+        if state == "any" || state == "active" {
+            for t in view.targets() {
+                active.push(json!({
+                    "discoveredLabels": labels_json(&t.discovered_labels),
+                    "labels": labels_json(&t.labels),
+                    "scrapePool": t.scrape_pool,
+                    "scrapeUrl": t.scrape_url,
+                    "globalUrl": t.scrape_url,
+                    "lastError": t.last_error,
+                    "lastScrape": rfc3339_ms(t.last_scrape_ms),
+                    "lastScrapeDuration": t.last_scrape_duration_seconds,
+                    "health": t.health.as_str(),
+                    "scrapeInterval": panoptes_model::format_duration_ms(t.scrape_interval_ms),
+                    "scrapeTimeout": panoptes_model::format_duration_ms(t.scrape_timeout_ms),
+                }));
+            }
+        }
+        if state == "any" || state == "dropped" {
+            for d in view.dropped_targets() {
+                dropped.push(json!({"discoveredLabels": labels_json(&d)}));
+            }
+        }
+    }
+    Json(json!({"status": "success", "data": {"activeTargets": active, "droppedTargets": dropped}}))
+        .into_response()
+}
+
+async fn tap_handler(State(s): Sup, Query(q): Query<BTreeMap<String, String>>) -> Response {
+    let filter = match TapFilter::from_query(&q) {
+        Ok(f) => f,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"status": "error", "errorType": "bad_data", "error": e})),
+            )
+                .into_response()
+        }
+    };
+    let outputs = s.with_engine(|e| e.outputs());
+    let names: Vec<String> = outputs.iter().map(output_name).collect();
+    let matched: Vec<_> = outputs
+        .into_iter()
+        .filter(|o| filter.matches(&output_name(o)))
+        .collect();
+    if matched.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"status": "error", "errorType": "not_found",
+                "error": format!("no stage output matches {:?}; outputs: {}", filter.pattern, names.join(", "))})),
+        )
+            .into_response();
+    }
+    let (tap_tx, tap_rx) = crossbeam_channel::bounded::<crate::port::Tapped>(256);
+    for o in &matched {
+        o.attach_tap(tap_tx.clone());
+    }
+    drop(tap_tx);
+    let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(64);
+    tokio::task::spawn_blocking(move || {
+        let mut sent = 0u64;
+        let mut seen = 0u64;
+        loop {
+            match tap_rx.recv_timeout(Duration::from_millis(500)) {
+                Ok(msg) => {
+                    let mut chunk = String::new();
+                    for line in message_to_json_lines(&msg) {
+                        seen += 1;
+                        if filter.every > 1 && (seen - 1) % filter.every != 0 {
+                            continue;
+                        }
+                        chunk.push_str(&line);
+                        chunk.push('\n');
+                        sent += 1;
+                        if filter.limit.is_some_and(|l| sent >= l) {
+                            break;
+                        }
+                    }
+                    if !chunk.is_empty() && body_tx.blocking_send(Ok(chunk.into())).is_err() {
+                        return;
+                    }
+                    if filter.limit.is_some_and(|l| sent >= l) {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if body_tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    });
+    let stream = tokio_stream::wrappers::ReceiverStream::new(body_rx);
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())
+}
+
+fn output_name(o: &crate::port::Output) -> String {
+    if o.port().is_empty() {
+        o.stage().to_string()
+    } else {
+        format!("{}.{}", o.stage(), o.port())
+    }
+}
+
+async fn stage_route_handler(State(s): Sup, req: Request) -> Response {
+    let router = s.stage_routes.read().clone();
+    match router.oneshot(req).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    }
+}

@@ -1,0 +1,10 @@
+//! Every stage kind the binary knows. Registering a new kind is one line.
+
+use panoptes_engine::Registry;
+
+/// The registry of all built-in stage kinds.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(panoptes_file::FileKind);
+    r
+}
