@@ -5,6 +5,7 @@
 //! See `LAYOUT.md` for the directory layout.
 
 pub mod bits;
+pub mod block;
 pub mod chunk;
 pub mod head;
 pub mod postings;

@@ -1,0 +1,913 @@
+//! Immutable on-disk blocks: the head's data for a time range, written once,
+//! then memory-mapped for reads. See `LAYOUT.md` for the byte layout of the
+//! index, chunk and tombstone files.
+//!
+//! A block is written into `<ulid>.tmp` and renamed into place only when
+//! complete and fsynced, so a crash never leaves a half block under a real
+//! name. Every file carries a CRC32; a block whose checksums fail is
+//! quarantined by the database, not read.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use memmap2::Mmap;
+use panoptes_model::{Label, Labels, Matcher};
+use serde::{Deserialize, Serialize};
+
+use crate::bits::{put_bytes, put_uvarint, put_varint, DecodeError, Decoder};
+use crate::chunk::{self, ChunkError};
+use crate::head::{merge_samples, HeadChunk, SeriesData};
+use crate::postings::{self, PostingsSource};
+
+const INDEX_MAGIC: &[u8; 4] = b"PTIX";
+const CHUNKS_MAGIC: &[u8; 4] = b"PTCH";
+const TOMBSTONES_MAGIC: &[u8; 4] = b"PTTS";
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = 8;
+/// Six u64 section offsets and a CRC32.
+const TOC_LEN: usize = 6 * 8 + 4;
+/// Chunk segment files are cut at this size.
+const CHUNK_FILE_SIZE: u64 = 512 << 20;
+
+/// A block failure.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    #[error("block I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("block file {path} is corrupt: {what}")]
+    Corrupt { path: PathBuf, what: String },
+    #[error("block meta {path}: {source}")]
+    Meta {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("chunk in {path} at byte {offset}: {source}")]
+    Chunk {
+        path: PathBuf,
+        offset: u64,
+        #[source]
+        source: ChunkError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BlockError + '_ {
+    move |source| BlockError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn corrupt(path: &Path, what: impl Into<String>) -> BlockError {
+    BlockError::Corrupt {
+        path: path.to_path_buf(),
+        what: what.into(),
+    }
+}
+
+fn decode_err(path: &Path) -> impl Fn(DecodeError) -> BlockError + '_ {
+    move |e| corrupt(path, e.to_string())
+}
+
+/// `meta.json`: what a block holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockMeta {
+    pub ulid: String,
+    /// Inclusive lower bound of sample timestamps (ms).
+    pub min_time: i64,
+    /// Exclusive upper bound of sample timestamps (ms).
+    pub max_time: i64,
+    pub stats: BlockStats,
+    pub compaction: CompactionMeta,
+    pub version: u32,
+}
+
+/// Counts in `meta.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockStats {
+    pub num_samples: u64,
+    pub num_series: u64,
+    pub num_chunks: u64,
+}
+
+/// Compaction lineage in `meta.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompactionMeta {
+    /// 1 for a block cut from the head, +1 per compaction.
+    pub level: u32,
+    /// ULIDs of the level-1 blocks this block was built from.
+    pub sources: Vec<String>,
+}
+
+/// One deleted interval of one series (inclusive bounds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    pub series: u32,
+    pub mint: i64,
+    pub maxt: i64,
+}
+
+/// Writes a block from series data sorted by labels. Returns its meta.
+pub fn write_block(
+    parent: &Path,
+    mint: i64,
+    maxt: i64,
+    series: &[SeriesData],
+    compaction: CompactionMeta,
+) -> Result<BlockMeta, BlockError> {
+    let ulid = ulid::Ulid::new().to_string();
+    let tmp = parent.join(format!("{ulid}.tmp"));
+    let chunks_dir = tmp.join("chunks");
+    fs::create_dir_all(&chunks_dir).map_err(io_err(&chunks_dir))?;
+
+    // Chunks first, remembering where each landed.
+    let mut writer = ChunkFileWriter::new(&chunks_dir)?;
+    let mut refs: Vec<Vec<(i64, i64, u32, u64)>> = Vec::with_capacity(series.len());
+    let mut stats = BlockStats::default();
+    for s in series {
+        let mut metas = Vec::with_capacity(s.chunks.len());
+        for c in &s.chunks {
+            let (file, off) = writer.write(&c.data)?;
+            metas.push((c.mint, c.maxt, file, off));
+            stats.num_chunks += 1;
+            stats.num_samples += chunk::chunk_len(&c.data).unwrap_or(0) as u64;
+        }
+        refs.push(metas);
+    }
+    writer.finish()?;
+    stats.num_series = series.len() as u64;
+
+    let index = encode_index(series, &refs);
+    let index_path = tmp.join("index");
+    write_synced(&index_path, &index)?;
+    write_synced(&tmp.join("tombstones"), &encode_tombstones(&[]))?;
+
+    let mut compaction = compaction;
+    if compaction.sources.is_empty() {
+        compaction.sources.push(ulid.clone());
+    }
+    let meta = BlockMeta {
+        ulid: ulid.clone(),
+        min_time: mint,
+        max_time: maxt,
+        stats,
+        compaction,
+        version: 1,
+    };
+    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|source| BlockError::Meta {
+        path: tmp.join("meta.json"),
+        source,
+    })?;
+    write_synced(&tmp.join("meta.json"), &meta_json)?;
+    sync_dir(&chunks_dir)?;
+    sync_dir(&tmp)?;
+    let dst = parent.join(&ulid);
+    fs::rename(&tmp, &dst).map_err(io_err(&tmp))?;
+    sync_dir(parent)?;
+    Ok(meta)
+}
+
+fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
+    let mut f = File::create(path).map_err(io_err(path))?;
+    f.write_all(data).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))
+}
+
+fn sync_dir(dir: &Path) -> Result<(), BlockError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Appends chunks to numbered segment files under `chunks/`.
+struct ChunkFileWriter {
+    dir: PathBuf,
+    file_index: u32,
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl ChunkFileWriter {
+    fn new(dir: &Path) -> Result<Self, BlockError> {
+        let mut w = ChunkFileWriter {
+            dir: dir.to_path_buf(),
+            file_index: 1,
+            buf: Vec::with_capacity(1 << 20),
+            written: 0,
+        };
+        w.start_file();
+        Ok(w)
+    }
+
+    fn start_file(&mut self) {
+        self.buf.clear();
+        self.buf.extend_from_slice(CHUNKS_MAGIC);
+        self.buf.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+        self.written = 0;
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.join(format!("{:06}", self.file_index))
+    }
+
+    fn write(&mut self, data: &[u8]) -> Result<(u32, u64), BlockError> {
+        if self.written + self.buf.len() as u64 + data.len() as u64 + 16 > CHUNK_FILE_SIZE
+            && self.written + self.buf.len() as u64 > HEADER_LEN as u64
+        {
+            self.flush_file()?;
+            self.file_index += 1;
+            self.start_file();
+        }
+        let off = self.written + self.buf.len() as u64;
+        put_bytes(&mut self.buf, data);
+        self.buf
+            .extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+        Ok((self.file_index, off))
+    }
+
+    fn flush_file(&mut self) -> Result<(), BlockError> {
+        let p = self.path();
+        write_synced(&p, &self.buf)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), BlockError> {
+        self.flush_file()
+    }
+}
+
+fn encode_index(series: &[SeriesData], refs: &[Vec<(i64, i64, u32, u64)>]) -> Vec<u8> {
+    // Symbol table: every distinct name and value, sorted.
+    let mut syms: Vec<&str> = series
+        .iter()
+        .flat_map(|s| s.labels.iter().flat_map(|l| [&*l.name, &*l.value]))
+        .collect();
+    syms.sort_unstable();
+    syms.dedup();
+    let sym_id: HashMap<&str, u64> = syms
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (*s, i as u64))
+        .collect();
+
+    let mut out = Vec::with_capacity(64 + series.len() * 64);
+    out.extend_from_slice(INDEX_MAGIC);
+    out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+
+    let symbols_off = out.len() as u64;
+    put_uvarint(&mut out, syms.len() as u64);
+    for s in &syms {
+        put_bytes(&mut out, s.as_bytes());
+    }
+
+    let series_off = out.len() as u64;
+    let mut offsets = Vec::with_capacity(series.len());
+    let mut pairs: HashMap<(u64, u64), Vec<u32>> = HashMap::new();
+    for (id, (s, metas)) in series.iter().zip(refs).enumerate() {
+        offsets.push(out.len() as u64);
+        put_uvarint(&mut out, s.labels.len() as u64);
+        for l in s.labels.iter() {
+            let n = sym_id[&*l.name];
+            let v = sym_id[&*l.value];
+            put_uvarint(&mut out, n);
+            put_uvarint(&mut out, v);
+            pairs.entry((n, v)).or_default().push(id as u32);
+        }
+        put_uvarint(&mut out, metas.len() as u64);
+        for &(mint, maxt, file, off) in metas {
+            put_varint(&mut out, mint);
+            put_uvarint(&mut out, maxt.wrapping_sub(mint) as u64);
+            put_uvarint(&mut out, file as u64);
+            put_uvarint(&mut out, off);
+        }
+    }
+
+    let series_offsets_off = out.len() as u64;
+    for o in &offsets {
+        out.extend_from_slice(&o.to_le_bytes());
+    }
+
+    // Postings lists ordered by (name, value) symbol id, which is the sorted
+    // string order because the symbol table is sorted.
+    let mut keys: Vec<(u64, u64)> = pairs.keys().copied().collect();
+    keys.sort_unstable();
+    let postings_off = out.len() as u64;
+    let mut table = Vec::with_capacity(keys.len());
+    for k in &keys {
+        table.push((k.0, k.1, out.len() as u64));
+        let list = &pairs[k];
+        put_uvarint(&mut out, list.len() as u64);
+        let mut prev = 0u32;
+        for &id in list {
+            put_uvarint(&mut out, (id - prev) as u64);
+            prev = id;
+        }
+    }
+    let postings_table_off = out.len() as u64;
+    put_uvarint(&mut out, table.len() as u64);
+    for (n, v, off) in table {
+        put_uvarint(&mut out, n);
+        put_uvarint(&mut out, v);
+        put_uvarint(&mut out, off);
+    }
+
+    for x in [
+        symbols_off,
+        series_off,
+        series_offsets_off,
+        series.len() as u64,
+        postings_off,
+        postings_table_off,
+    ] {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Encodes a tombstones file.
+pub fn encode_tombstones(ts: &[Tombstone]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(TOMBSTONES_MAGIC);
+    out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+    put_uvarint(&mut out, ts.len() as u64);
+    for t in ts {
+        put_uvarint(&mut out, t.series as u64);
+        put_varint(&mut out, t.mint);
+        put_varint(&mut out, t.maxt);
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    out
+}
+
+fn decode_tombstones(path: &Path, data: &[u8]) -> Result<Vec<Tombstone>, BlockError> {
+    if data.len() < HEADER_LEN + 4 || &data[..4] != TOMBSTONES_MAGIC {
+        return Err(corrupt(path, "bad tombstones header"));
+    }
+    let body = &data[..data.len() - 4];
+    let crc = u32::from_le_bytes([
+        data[data.len() - 4],
+        data[data.len() - 3],
+        data[data.len() - 2],
+        data[data.len() - 1],
+    ]);
+    if crc32fast::hash(body) != crc {
+        return Err(corrupt(path, "tombstones checksum mismatch"));
+    }
+    let mut d = Decoder::at(body, HEADER_LEN);
+    let n = d.uvarint().map_err(decode_err(path))?;
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Tombstone {
+            series: d.uvarint().map_err(decode_err(path))? as u32,
+            mint: d.varint().map_err(decode_err(path))?,
+            maxt: d.varint().map_err(decode_err(path))?,
+        });
+    }
+    Ok(out)
+}
+
+/// Where one chunk lives, and its time range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkMeta {
+    pub mint: i64,
+    pub maxt: i64,
+    pub file: u32,
+    pub offset: u64,
+}
+
+/// An open, memory-mapped block.
+pub struct Block {
+    dir: PathBuf,
+    pub meta: BlockMeta,
+    index: Mmap,
+    index_path: PathBuf,
+    chunk_files: Vec<(PathBuf, Mmap)>,
+    symbols: Vec<Arc<str>>,
+    /// name → sorted (value, offset of its postings list).
+    postings_table: HashMap<Arc<str>, Vec<(Arc<str>, u64)>>,
+    series_offsets_off: usize,
+    num_series: u32,
+    tombstones: Vec<Tombstone>,
+    size: u64,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("dir", &self.dir)
+            .field("meta", &self.meta)
+            .finish()
+    }
+}
+
+fn map(path: &Path) -> Result<Mmap, BlockError> {
+    let f = File::open(path).map_err(io_err(path))?;
+    // SAFETY: block files are immutable once renamed into place; the
+    // database never writes to them, only deletes whole blocks (which keeps
+    // existing mappings valid on Unix).
+    unsafe { Mmap::map(&f) }.map_err(io_err(path))
+}
+
+impl Block {
+    /// Opens a block directory, verifying its checksums.
+    pub fn open(dir: &Path) -> Result<Block, BlockError> {
+        let meta_path = dir.join("meta.json");
+        let meta_bytes = fs::read(&meta_path).map_err(io_err(&meta_path))?;
+        let meta: BlockMeta =
+            serde_json::from_slice(&meta_bytes).map_err(|source| BlockError::Meta {
+                path: meta_path.clone(),
+                source,
+            })?;
+        if meta.min_time >= meta.max_time {
+            return Err(corrupt(&meta_path, "minTime is not below maxTime"));
+        }
+        let index_path = dir.join("index");
+        let index = map(&index_path)?;
+        let n = index.len();
+        if n < HEADER_LEN + TOC_LEN || &index[..4] != INDEX_MAGIC {
+            return Err(corrupt(&index_path, "bad index header"));
+        }
+        let crc = u32::from_le_bytes([index[n - 4], index[n - 3], index[n - 2], index[n - 1]]);
+        if crc32fast::hash(&index[..n - 4]) != crc {
+            return Err(corrupt(&index_path, "index checksum mismatch"));
+        }
+        let mut toc = Decoder::at(&index, n - TOC_LEN);
+        let mut next = || toc.u64_le().map_err(decode_err(&index_path));
+        let symbols_off = next()? as usize;
+        let _series_off = next()?;
+        let series_offsets_off = next()? as usize;
+        let num_series = next()?;
+        let _postings_off = next()?;
+        let postings_table_off = next()? as usize;
+        if num_series > u32::MAX as u64
+            || series_offsets_off.saturating_add(num_series as usize * 8) > n
+        {
+            return Err(corrupt(&index_path, "series table out of bounds"));
+        }
+
+        let mut d = Decoder::at(&index, symbols_off);
+        let count = d.uvarint().map_err(decode_err(&index_path))?;
+        let mut symbols = Vec::with_capacity(count.min(1 << 24) as usize);
+        for _ in 0..count {
+            symbols.push(Arc::<str>::from(d.str().map_err(decode_err(&index_path))?));
+        }
+        let sym = |i: u64| -> Result<Arc<str>, BlockError> {
+            symbols
+                .get(i as usize)
+                .cloned()
+                .ok_or_else(|| corrupt(&index_path, format!("symbol {i} out of range")))
+        };
+        let mut d = Decoder::at(&index, postings_table_off);
+        let count = d.uvarint().map_err(decode_err(&index_path))?;
+        let mut postings_table: HashMap<Arc<str>, Vec<(Arc<str>, u64)>> = HashMap::new();
+        for _ in 0..count {
+            let name = sym(d.uvarint().map_err(decode_err(&index_path))?)?;
+            let value = sym(d.uvarint().map_err(decode_err(&index_path))?)?;
+            let off = d.uvarint().map_err(decode_err(&index_path))?;
+            postings_table.entry(name).or_default().push((value, off));
+        }
+
+        let chunks_dir = dir.join("chunks");
+        let mut chunk_files = Vec::new();
+        let mut names: Vec<String> = fs::read_dir(&chunks_dir)
+            .map_err(io_err(&chunks_dir))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().map(str::to_string))
+            .collect();
+        names.sort();
+        for (i, name) in names.iter().enumerate() {
+            let p = chunks_dir.join(name);
+            if name.parse::<usize>().ok() != Some(i + 1) {
+                return Err(corrupt(&p, "unexpected chunk file name"));
+            }
+            let m = map(&p)?;
+            if m.len() < HEADER_LEN || &m[..4] != CHUNKS_MAGIC {
+                return Err(corrupt(&p, "bad chunk file header"));
+            }
+            chunk_files.push((p, m));
+        }
+        let ts_path = dir.join("tombstones");
+        let tombstones = match fs::read(&ts_path) {
+            Ok(data) => decode_tombstones(&ts_path, &data)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(io_err(&ts_path)(e)),
+        };
+        let size = crate::wal::dir_size(dir);
+        Ok(Block {
+            dir: dir.to_path_buf(),
+            meta,
+            index,
+            index_path,
+            chunk_files,
+            symbols,
+            postings_table,
+            series_offsets_off,
+            num_series: num_series as u32,
+            tombstones,
+            size,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Bytes on disk.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    pub fn overlaps(&self, mint: i64, maxt: i64) -> bool {
+        self.meta.min_time <= maxt && self.meta.max_time > mint
+    }
+
+    fn symbol(&self, i: u64) -> Result<Arc<str>, BlockError> {
+        self.symbols
+            .get(i as usize)
+            .cloned()
+            .ok_or_else(|| corrupt(&self.index_path, format!("symbol {i} out of range")))
+    }
+
+    /// Labels and chunk metas of one series.
+    pub fn series(&self, id: u32) -> Result<(Labels, Vec<ChunkMeta>), BlockError> {
+        if id >= self.num_series {
+            return Err(corrupt(
+                &self.index_path,
+                format!("series {id} out of range"),
+            ));
+        }
+        let mut d = Decoder::at(&self.index, self.series_offsets_off + id as usize * 8);
+        let off = d.u64_le().map_err(decode_err(&self.index_path))? as usize;
+        let mut d = Decoder::at(&self.index, off);
+        let de = decode_err(&self.index_path);
+        let nl = d.uvarint().map_err(&de)?;
+        let mut labels = Vec::with_capacity(nl.min(128) as usize);
+        for _ in 0..nl {
+            let n = self.symbol(d.uvarint().map_err(&de)?)?;
+            let v = self.symbol(d.uvarint().map_err(&de)?)?;
+            labels.push(Label { name: n, value: v });
+        }
+        if !labels.windows(2).all(|w| w[0].name < w[1].name) {
+            return Err(corrupt(
+                &self.index_path,
+                format!("series {id} labels unsorted"),
+            ));
+        }
+        let nc = d.uvarint().map_err(&de)?;
+        let mut chunks = Vec::with_capacity(nc.min(1 << 16) as usize);
+        for _ in 0..nc {
+            let mint = d.varint().map_err(&de)?;
+            let maxt = mint.wrapping_add(d.uvarint().map_err(&de)? as i64);
+            let file = d.uvarint().map_err(&de)? as u32;
+            let offset = d.uvarint().map_err(&de)?;
+            chunks.push(ChunkMeta {
+                mint,
+                maxt,
+                file,
+                offset,
+            });
+        }
+        Ok((Labels::from_sorted(labels), chunks))
+    }
+
+    /// The encoded bytes of one chunk, checksum verified.
+    pub fn chunk(&self, m: &ChunkMeta) -> Result<&[u8], BlockError> {
+        let Some((path, data)) = (m.file as usize)
+            .checked_sub(1)
+            .and_then(|i| self.chunk_files.get(i))
+        else {
+            return Err(corrupt(
+                &self.index_path,
+                format!("chunk file {} missing", m.file),
+            ));
+        };
+        let mut d = Decoder::at(data, m.offset as usize);
+        let bytes = d.bytes().map_err(decode_err(path))?;
+        let crc = d.u32_le().map_err(decode_err(path))?;
+        if crc32fast::hash(bytes) != crc {
+            return Err(corrupt(
+                path,
+                format!("chunk checksum mismatch at byte {}", m.offset),
+            ));
+        }
+        Ok(bytes)
+    }
+
+    fn deleted(&self, id: u32, t: i64) -> bool {
+        self.tombstones
+            .iter()
+            .any(|ts| ts.series == id && t >= ts.mint && t <= ts.maxt)
+    }
+
+    /// Samples of one series in `[mint, maxt]`, tombstones applied.
+    pub fn samples(
+        &self,
+        id: u32,
+        chunks: &[ChunkMeta],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, f64)>, BlockError> {
+        let mut out = Vec::new();
+        for m in chunks {
+            if m.maxt < mint || m.mint > maxt {
+                continue;
+            }
+            let bytes = self.chunk(m)?;
+            let mut part = Vec::new();
+            chunk::decode_range(bytes, mint, maxt, &mut part).map_err(|source| {
+                BlockError::Chunk {
+                    path: self.chunk_files[(m.file - 1) as usize].0.clone(),
+                    offset: m.offset,
+                    source,
+                }
+            })?;
+            out = if out
+                .last()
+                .is_some_and(|l: &(i64, f64)| part.first().is_some_and(|f| f.0 <= l.0))
+            {
+                merge_samples(out, &part)
+            } else {
+                out.extend(part);
+                out
+            };
+        }
+        if !self.tombstones.is_empty() {
+            out.retain(|s| !self.deleted(id, s.0));
+        }
+        Ok(out)
+    }
+
+    /// Matching series ids.
+    pub fn select_ids(&self, matchers: &[Matcher]) -> Result<Vec<u32>, BlockError> {
+        postings::select(self, matchers)
+    }
+
+    /// Matching series with samples in `[mint, maxt]`.
+    pub fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, BlockError> {
+        if !self.overlaps(mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::new();
+        for id in self.select_ids(matchers)? {
+            let (labels, chunks) = self.series(id)?;
+            let samples = self.samples(id, &chunks, mint, maxt)?;
+            if !samples.is_empty() {
+                out.push((labels, samples));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every series with its chunks (for compaction). Series with tombstones
+    /// are decoded and re-encoded so that deletions become permanent.
+    pub fn all_series(&self) -> Result<Vec<SeriesData>, BlockError> {
+        let mut out = Vec::with_capacity(self.num_series as usize);
+        for id in 0..self.num_series {
+            let (labels, metas) = self.series(id)?;
+            let chunks = if self.tombstones.iter().any(|t| t.series == id) {
+                let samples = self.samples(id, &metas, i64::MIN, i64::MAX)?;
+                crate::head::encode_chunks(&samples)
+            } else {
+                let mut v = Vec::with_capacity(metas.len());
+                for m in &metas {
+                    v.push(HeadChunk {
+                        mint: m.mint,
+                        maxt: m.maxt,
+                        data: self.chunk(m)?.to_vec().into_boxed_slice(),
+                    });
+                }
+                v
+            };
+            if !chunks.is_empty() {
+                out.push(SeriesData { labels, chunks });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Label names present in the block.
+    pub fn label_names(&self) -> Vec<String> {
+        self.postings_table.keys().map(|k| k.to_string()).collect()
+    }
+
+    pub fn num_series(&self) -> u32 {
+        self.num_series
+    }
+
+    /// Adds tombstones for matching series over `[mint, maxt]`, rewriting the
+    /// tombstones file atomically.
+    pub fn delete(
+        &mut self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<usize, BlockError> {
+        let ids = self.select_ids(matchers)?;
+        let mut ts = self.tombstones.clone();
+        for &id in &ids {
+            ts.push(Tombstone {
+                series: id,
+                mint,
+                maxt,
+            });
+        }
+        let tmp = self.dir.join("tombstones.tmp");
+        write_synced(&tmp, &encode_tombstones(&ts))?;
+        let dst = self.dir.join("tombstones");
+        fs::rename(&tmp, &dst).map_err(io_err(&tmp))?;
+        sync_dir(&self.dir)?;
+        self.tombstones = ts;
+        Ok(ids.len())
+    }
+}
+
+impl PostingsSource for Block {
+    type Error = BlockError;
+
+    fn all_postings(&self) -> Result<Vec<u32>, BlockError> {
+        Ok((0..self.num_series).collect())
+    }
+
+    fn values_of(&self, name: &str) -> Result<Vec<String>, BlockError> {
+        Ok(self
+            .postings_table
+            .get(name)
+            .map(|v| v.iter().map(|(s, _)| s.to_string()).collect())
+            .unwrap_or_default())
+    }
+
+    fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, BlockError> {
+        let Some(values) = self.postings_table.get(name) else {
+            return Ok(Vec::new());
+        };
+        let Ok(i) = values.binary_search_by(|(v, _)| (**v).cmp(value)) else {
+            return Ok(Vec::new());
+        };
+        let de = decode_err(&self.index_path);
+        let mut d = Decoder::at(&self.index, values[i].1 as usize);
+        let n = d.uvarint().map_err(&de)?;
+        let mut out = Vec::with_capacity(n.min(self.num_series as u64) as usize);
+        let mut cur = 0u64;
+        for _ in 0..n {
+            cur += d.uvarint().map_err(&de)?;
+            if cur >= self.num_series as u64 {
+                return Err(corrupt(&self.index_path, "posting out of range"));
+            }
+            out.push(cur as u32);
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::head::encode_chunks;
+    use panoptes_model::MatchOp;
+
+    fn data() -> Vec<SeriesData> {
+        let mut v: Vec<SeriesData> = ["api", "db", "web"]
+            .iter()
+            .enumerate()
+            .map(|(i, job)| SeriesData {
+                labels: Labels::from_pairs([("__name__", "up"), ("job", job)]),
+                chunks: encode_chunks(
+                    &(0..300)
+                        .map(|t| (t * 1000, (t + i as i64) as f64))
+                        .collect::<Vec<_>>(),
+                ),
+            })
+            .collect();
+        v.sort_by(|a, b| a.labels.cmp(&b.labels));
+        v
+    }
+
+    #[test]
+    fn write_open_select() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = write_block(
+            dir.path(),
+            0,
+            300_000,
+            &data(),
+            CompactionMeta {
+                level: 1,
+                sources: vec![],
+            },
+        )
+        .unwrap();
+        assert_eq!(meta.stats.num_samples, 900);
+        let b = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        let got = b
+            .select(
+                &[Matcher::new(MatchOp::RegexMatch, "job", "a.*|w.*").unwrap()],
+                10_000,
+                12_000,
+            )
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].0.get("job"), Some("api"));
+        assert_eq!(
+            got[1].1,
+            vec![(10_000, 12.0), (11_000, 13.0), (12_000, 14.0)]
+        );
+        let all = b.all_series().unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].chunks.len(), 3);
+    }
+
+    #[test]
+    fn tombstones_hide_samples_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = write_block(
+            dir.path(),
+            0,
+            300_000,
+            &data(),
+            CompactionMeta {
+                level: 1,
+                sources: vec![],
+            },
+        )
+        .unwrap();
+        let path = dir.path().join(&meta.ulid);
+        let mut b = Block::open(&path).unwrap();
+        assert_eq!(
+            b.delete(&[Matcher::equal("job", "db")], 0, 100_000)
+                .unwrap(),
+            1
+        );
+        drop(b);
+        let b = Block::open(&path).unwrap();
+        let got = b
+            .select(&[Matcher::equal("job", "db")], 0, 300_000)
+            .unwrap();
+        assert_eq!(got[0].1.first().map(|s| s.0), Some(101_000));
+    }
+
+    #[test]
+    fn corrupt_index_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = write_block(
+            dir.path(),
+            0,
+            300_000,
+            &data(),
+            CompactionMeta {
+                level: 1,
+                sources: vec![],
+            },
+        )
+        .unwrap();
+        let idx = dir.path().join(&meta.ulid).join("index");
+        let mut bytes = fs::read(&idx).unwrap();
+        bytes[20] ^= 0xff;
+        fs::write(&idx, bytes).unwrap();
+        assert!(matches!(
+            Block::open(&dir.path().join(&meta.ulid)),
+            Err(BlockError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn corrupt_chunk_is_an_error_on_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = write_block(
+            dir.path(),
+            0,
+            300_000,
+            &data(),
+            CompactionMeta {
+                level: 1,
+                sources: vec![],
+            },
+        )
+        .unwrap();
+        let f = dir.path().join(&meta.ulid).join("chunks").join("000001");
+        let mut bytes = fs::read(&f).unwrap();
+        bytes[30] ^= 0xff;
+        fs::write(&f, bytes).unwrap();
+        let b = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        assert!(b.select(&[], 0, 300_000).is_err());
+    }
+}
