@@ -1,0 +1,143 @@
+//! `panoptes run` end to end: health endpoints, self-metrics, tap, reload
+//! (HTTP, SIGHUP, --watch; valid and invalid files) and clean shutdown.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{write, Running};
+
+fn discovery_pipeline(targets: &[&str]) -> String {
+    let list: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+    format!(
+        "stages:\n  targets:\n    kind: discovery\n    static_configs: [{{targets: [{}], labels: {{job: demo}}}}]\n  other:\n    kind: relabel\n    rules: []\n",
+        list.join(", ")
+    )
+}
+
+/// Starts `panoptes tap` in the background and returns its output lines
+/// as they come.
+fn tap(url: &str, stage: &str, limit: u32) -> std::sync::mpsc::Receiver<String> {
+    let mut child = Command::new(support::bin())
+        .args(["tap", url, stage, "--limit", &limit.to_string(), "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+        let _ = child.wait();
+    });
+    rx
+}
+
+#[test]
+fn health_metrics_reload_tap_and_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", &discovery_pipeline(&["a:1"]));
+    let p = Running::start(dir, "p.yaml", &[]);
+
+    assert_eq!(p.get("/-/healthy").unwrap().0, 200);
+    assert_eq!(p.metric("panoptes_config_last_reload_successful"), Some(1.0));
+    assert_eq!(
+        p.metric("panoptes_stage_up{kind=\"discovery\",stage=\"targets\"}"),
+        Some(1.0)
+    );
+    let stages = p.get("/api/v1/status/stages").unwrap().1;
+    assert!(stages.contains("\"id\":\"targets\""), "{stages}");
+
+    // Tap the discovery output, then change its targets: the tap sees the
+    // new full set.
+    let lines = tap(&p.url(""), "targets", 1);
+    std::thread::sleep(Duration::from_millis(500));
+    write(p.dir.path(), "p.yaml", &discovery_pipeline(&["a:1", "b:2"]));
+    let (code, body) = p.post("/-/reload");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("kept=1 reconfigured=0 rebuilt=1") || body.contains("reconfigured=1"), "{body}");
+    let line = lines.recv_timeout(Duration::from_secs(10)).expect("a tapped target group");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["stage"], "targets");
+    assert_eq!(v["type"], "target_group");
+    let addrs: Vec<&str> = v["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["__address__"].as_str().unwrap())
+        .collect();
+    assert_eq!(addrs, ["a:1", "b:2"]);
+
+    // An unchanged file reloads without restarting anything.
+    let (code, body) = p.post("/-/reload");
+    assert_eq!(code, 200);
+    assert!(body.contains("kept=2 reconfigured=0 rebuilt=0 added=0 removed=0"), "{body}");
+
+    // A broken file is rejected; the old pipeline keeps running.
+    write(p.dir.path(), "p.yaml", "stages:\n  targets:\n    kind: discovery\n    static_configs: 5\n");
+    let (code, body) = p.post("/-/reload");
+    assert_eq!(code, 500);
+    assert!(body.contains("p.yaml:4:21: stages.targets.static_configs: expected a list"), "{body}");
+    assert_eq!(p.metric("panoptes_config_last_reload_successful"), Some(0.0));
+    let status = p.get("/api/v1/status/reload").unwrap().1;
+    assert!(status.contains("expected a list"), "{status}");
+    assert_eq!(
+        p.metric("panoptes_stage_up{kind=\"discovery\",stage=\"targets\"}"),
+        Some(1.0)
+    );
+
+    // SIGHUP reloads too: fix the file and the flag comes back.
+    write(p.dir.path(), "p.yaml", &discovery_pipeline(&["c:3"]));
+    p.signal(libc::SIGHUP);
+    p.wait_until(Duration::from_secs(10), "SIGHUP reload", |p| {
+        p.metric("panoptes_config_last_reload_successful") == Some(1.0)
+    });
+
+    let (code, log) = p.terminate();
+    assert_eq!(code, Some(0), "{log}");
+    assert!(log.contains("SIGTERM: shutting down"), "{log}");
+    assert!(log.contains("pipeline stopped"), "{log}");
+}
+
+#[test]
+fn watch_reloads_when_the_file_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", &discovery_pipeline(&["a:1"]));
+    let p = Running::start(dir, "p.yaml", &["--watch"]);
+    write(p.dir.path(), "p.yaml", &discovery_pipeline(&["a:1", "z:9"]));
+    p.wait_until(Duration::from_secs(10), "watch reload", |p| {
+        p.metric("panoptes_config_reloads_total{result=\"success\"}") == Some(1.0)
+    });
+}
+
+#[test]
+fn tap_of_an_unknown_stage_names_the_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", &discovery_pipeline(&["a:1"]));
+    let p = Running::start(dir, "p.yaml", &[]);
+    let out = Command::new(support::bin())
+        .args(["tap", &p.url(""), "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no stage output matches \"nope\""), "{err}");
+    assert!(err.contains("targets"), "{err}");
+}
+
+#[test]
+fn run_rejects_an_invalid_file_before_starting() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "p.yaml", "stages:\n  x:\n    kind: nope\n");
+    let out = Command::new(support::bin())
+        .args(["run", "p.yaml", "--listen", "127.0.0.1:0"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("p.yaml:3:11: stages.x.kind: unknown stage kind \"nope\""));
+}
