@@ -5,6 +5,8 @@ use panoptes_engine::Registry;
 /// The registry of all built-in stage kinds.
 pub fn registry() -> Registry {
     let mut r = Registry::new();
+    r.register(panoptes_discovery::DiscoveryKind);
+    r.register(panoptes_relabel::RelabelKind);
     r.register(panoptes_file::FileKind);
     r
 }

@@ -200,6 +200,29 @@ pub fn compile(
     // Edges to stages that are declared but broken are not checked (the
     // broken stage has its own errors); the cycle check needs them all.
     let declared: std::collections::BTreeSet<String> = stages_val.keys().cloned().collect();
+    for (id, section) in &stages_val {
+        if stages.contains_key(id) {
+            continue;
+        }
+        // A stage that did not compile still names its inputs: an unknown
+        // one is worth reporting in the same run.
+        let names = section.get("inputs").and_then(Value::as_array);
+        for (i, name) in names.into_iter().flatten().enumerate() {
+            let Some(r) = name.as_str().map(InputRef::parse) else {
+                continue;
+            };
+            if !declared.contains(&r.stage) {
+                let p = [
+                    PathSeg::Key("stages".into()),
+                    PathSeg::Key(id.clone()),
+                    PathSeg::Key("inputs".into()),
+                    PathSeg::Index(i),
+                ];
+                let ids: Vec<String> = declared.iter().cloned().collect();
+                c.push(&p, true, format!("unknown stage {:?} in inputs (stages: {})", r.stage, ids.join(", ")));
+            }
+        }
+    }
     let all_compiled = stages.len() == stages_val.len();
     let graph = check_graph(&mut c, &stages, &declared, all_compiled);
 
@@ -228,6 +251,13 @@ impl Collector<'_> {
         } else {
             self.doc.pos_of(segs)
         };
+        // One diagnostic, one line: editors and CI parse FILE:LINE:COL.
+        let message = message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
         let d = Diagnostic {
             file: self.file.to_string(),
             line: pos.line,
