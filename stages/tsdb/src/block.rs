@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bits::{put_bytes, put_uvarint, put_varint, DecodeError, Decoder};
 use crate::chunk::{self, ChunkError};
-use crate::head::{merge_samples, HeadChunk, SeriesData};
+use crate::head::{merge_samples, HeadChunk, SelectedSeries, SeriesData};
 use crate::postings::{self, PostingsSource};
 
 const INDEX_MAGIC: &[u8; 4] = b"PTIX";
@@ -663,7 +663,7 @@ impl Block {
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, BlockError> {
+    ) -> Result<Vec<SelectedSeries>, BlockError> {
         if !self.overlaps(mint, maxt) {
             return Ok(Vec::new());
         }

@@ -29,13 +29,16 @@ pub enum RejectReason {
     /// (or half a block range when out-of-order is off) behind the head's
     /// newest sample.
     TooOld,
+    /// A sample with an empty label set (no series can be made of it).
+    EmptyLabels,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 3] = [
+    pub const ALL: [RejectReason; 4] = [
         RejectReason::OutOfOrder,
         RejectReason::Duplicate,
         RejectReason::TooOld,
+        RejectReason::EmptyLabels,
     ];
 
     /// The label value used in metrics.
@@ -44,6 +47,7 @@ impl RejectReason {
             RejectReason::OutOfOrder => "out_of_order",
             RejectReason::Duplicate => "duplicate",
             RejectReason::TooOld => "too_old",
+            RejectReason::EmptyLabels => "empty_labels",
         }
     }
 }
@@ -177,6 +181,9 @@ pub fn merge_samples(a: Vec<(i64, f64)>, b: &[(i64, f64)]) -> Vec<(i64, f64)> {
     }
     out
 }
+
+/// One selected series: labels and samples in time order.
+pub type SelectedSeries = (Labels, Vec<(i64, f64)>);
 
 /// Per-series data handed to the block writer when the head is cut.
 pub struct SeriesData {
@@ -489,7 +496,7 @@ impl Head {
         matchers: &[Matcher],
         mint: i64,
         maxt: i64,
-    ) -> Result<Vec<(Labels, Vec<(i64, f64)>)>, ChunkError> {
+    ) -> Result<Vec<SelectedSeries>, ChunkError> {
         let mut out = Vec::new();
         if self.max_t < mint || self.min_t > maxt {
             return Ok(out);

@@ -7,6 +7,11 @@
 pub mod bits;
 pub mod block;
 pub mod chunk;
+pub mod db;
 pub mod head;
 pub mod postings;
 pub mod wal;
+
+pub use db::{AppendOutcome, Db, DbStats, Options, TsdbError};
+pub use head::RejectReason;
+pub use wal::FsyncPolicy;
