@@ -2,7 +2,7 @@
 //! rule stages). The TSDB implements it; the PromQL engine evaluates against
 //! it; tests implement it over plain vectors.
 
-use crate::{Labels, Matcher};
+use crate::{Labels, Matcher, MetricMetadata};
 
 /// One selected series: its labels and its float samples in ascending time
 /// order, `(timestamp_ms, value)`. Stale markers are included as
@@ -20,6 +20,22 @@ pub enum StorageError {
     Read(String),
     #[error("query canceled")]
     Canceled,
+}
+
+/// Head statistics of a store, for `/api/v1/status/tsdb` and
+/// `panoptes tsdb analyze`. The top-N lists are `(name, count)`, largest
+/// first.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreStats {
+    pub num_series: u64,
+    pub num_label_pairs: u64,
+    pub chunk_count: u64,
+    pub min_time_ms: i64,
+    pub max_time_ms: i64,
+    pub series_count_by_metric_name: Vec<(String, u64)>,
+    pub label_value_count_by_label_name: Vec<(String, u64)>,
+    pub memory_in_bytes_by_label_name: Vec<(String, u64)>,
+    pub series_count_by_label_value_pair: Vec<(String, u64)>,
 }
 
 /// Series selection over a time range.
@@ -52,4 +68,15 @@ pub trait SeriesSelect: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
+
+    /// The latest metadata (type, help, unit) seen per metric family, for
+    /// `/api/v1/metadata`. Stores that keep none return nothing.
+    fn metadata(&self) -> Vec<MetricMetadata> {
+        Vec::new()
+    }
+
+    /// Head statistics (cardinality), for `/api/v1/status/tsdb`.
+    fn stats(&self) -> StoreStats {
+        StoreStats::default()
+    }
 }
