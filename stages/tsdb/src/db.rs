@@ -315,6 +315,7 @@ impl Db {
     /// segment size only take effect on the next open.
     pub fn set_options(&self, new: Options) {
         self.head.write().set_ooo_window(new.out_of_order_window_ms);
+        self.wal.lock().set_fsync(new.wal_fsync);
         let mut o = self.opts.write();
         let keep_block = o.block_duration_ms;
         *o = new;
@@ -723,6 +724,25 @@ impl Db {
             retention_deletions: ld(&c.retention_deletions),
             quarantined_blocks: ld(&c.quarantined),
             checkpoints: ld(&c.checkpoints),
+        }
+    }
+
+    /// The append counters only (cheap: no head scan, no disk access); the
+    /// other fields are left at their defaults.
+    pub fn counters(&self) -> DbStats {
+        let c = &self.counters;
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        DbStats {
+            samples_appended: ld(&c.appended),
+            out_of_order_appended: ld(&c.ooo_appended),
+            ignored: ld(&c.ignored),
+            rejected: RejectReason::ALL
+                .iter()
+                .map(|r| (*r, ld(&c.rejected[reason_index(*r)])))
+                .collect(),
+            append_failures: ld(&c.append_failures),
+            series_created: ld(&c.series_created),
+            ..DbStats::default()
         }
     }
 

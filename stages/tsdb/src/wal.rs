@@ -408,6 +408,11 @@ impl Wal {
         &self.dir
     }
 
+    /// Changes the fsync policy of the open WAL.
+    pub fn set_fsync(&mut self, fsync: FsyncPolicy) {
+        self.opts.fsync = fsync;
+    }
+
     /// Index of the segment being written.
     pub fn current_segment(&self) -> u32 {
         self.index
