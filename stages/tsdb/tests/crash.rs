@@ -38,7 +38,7 @@ fn value(k: i64, s: u64) -> f64 {
 fn labels(s: u64, k: i64) -> Labels {
     // Every 7th series changes identity every 25 batches: new series keep
     // coming, so series records and head GC are exercised.
-    let gen = if s % 7 == 0 {
+    let gen = if s.is_multiple_of(7) {
         (k / 25).to_string()
     } else {
         "0".to_string()
