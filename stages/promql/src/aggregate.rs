@@ -1,0 +1,420 @@
+//! Aggregation operators (`sum`, `avg`, `count`, `min`, `max`, `group`,
+//! `stddev`, `stdvar`, `quantile`, `topk`, `bottomk`, `limitk`,
+//! `limit_ratio`, `count_values`) with `by`/`without` grouping. Group keys
+//! are computed once per input series, not once per step.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use panoptes_model::{Labels, METRIC_NAME};
+use panoptes_promql_parser::{format_float, AggregateExpr, AggregateOp, Expr};
+
+use crate::engine::{exec_err, pos_of, EResult, EvalVal, Evaluator, Grid, StepSeries};
+use crate::functions::{kahan_inc, quantile};
+
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    n: f64,
+    value: f64,
+    c: f64,
+    mean: f64,
+    incremental: bool,
+    drop_name: bool,
+}
+
+/// Grouping labels of a series.
+fn group_labels(l: &Labels, a: &AggregateExpr) -> Labels {
+    let names: Vec<&str> = a.grouping.iter().map(|s| s.as_str()).collect();
+    if a.without {
+        let mut b = l.to_builder();
+        for n in &names {
+            b.del(n);
+        }
+        b.del(METRIC_NAME);
+        b.build()
+    } else {
+        l.keep_only(&names)
+    }
+}
+
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
+fn format_f(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+impl<'a> Evaluator<'a> {
+    pub(crate) fn eval_aggregate(&mut self, a: &AggregateExpr, grid: Grid) -> EResult<EvalVal> {
+        let n = grid.len();
+        let param: Option<Vec<f64>> = match (&a.param, a.op) {
+            (Some(p), op) if op != AggregateOp::CountValues => Some(self.eval_scalar(p, grid)?),
+            _ => None,
+        };
+        let series = self.eval_vector(&a.expr, grid)?;
+        match a.op {
+            AggregateOp::Topk
+            | AggregateOp::Bottomk
+            | AggregateOp::Limitk
+            | AggregateOp::LimitRatio => {
+                return self.select_k(a, series, param.unwrap_or_default(), grid);
+            }
+            AggregateOp::CountValues => return self.count_values(a, series, grid),
+            _ => {}
+        }
+        if a.op == AggregateOp::Quantile {
+            if let Some(q) = param.as_ref().and_then(|p| p.first()) {
+                if !(0.0..=1.0).contains(q) {
+                    self.warnings.push(format!(
+                        "PromQL warning: quantile value should be between 0 and 1, got {}{}",
+                        format_float(*q),
+                        pos_of(a.param.as_deref().unwrap_or(&Expr::Aggregate(a.clone())))
+                    ));
+                }
+            }
+        }
+        // Group index per input series.
+        let mut groups: Vec<Arc<Labels>> = Vec::new();
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut gi_of = Vec::with_capacity(series.len());
+        for s in &series {
+            let key = group_labels(&s.labels, a);
+            let gi = match index.get(&key) {
+                Some(&g) => g,
+                None => {
+                    groups.push(Arc::new(key.clone()));
+                    index.insert(key, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            gi_of.push(gi);
+        }
+        let ng = groups.len();
+        if a.op == AggregateOp::Quantile {
+            let q = param.unwrap_or_default();
+            let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; ng];
+            let mut dn = vec![false; ng];
+            for (si, s) in series.iter().enumerate() {
+                for &(t, v) in &s.points {
+                    vals[gi_of[si]][grid.index_of(t)].push(v);
+                }
+                dn[gi_of[si]] |= s.drop_name;
+            }
+            let mut out = Vec::with_capacity(ng);
+            for (g, per_step) in vals.into_iter().enumerate() {
+                let mut points = Vec::new();
+                for (i, mut v) in per_step.into_iter().enumerate() {
+                    if !v.is_empty() {
+                        points.push((grid.ts(i), quantile(q[i], &mut v)));
+                    }
+                }
+                if !points.is_empty() {
+                    out.push(StepSeries {
+                        labels: groups[g].clone(),
+                        points,
+                        drop_name: dn[g] && groups[g].get(METRIC_NAME).is_some(),
+                    });
+                }
+            }
+            return Ok(EvalVal::Vector(out));
+        }
+        let mut acc: Vec<Acc> = vec![Acc::default(); ng * n];
+        for (si, s) in series.iter().enumerate() {
+            let g = gi_of[si];
+            for &(t, v) in &s.points {
+                let x = &mut acc[g * n + grid.index_of(t)];
+                x.drop_name |= s.drop_name;
+                if x.n == 0.0 {
+                    x.n = 1.0;
+                    match a.op {
+                        AggregateOp::Stddev | AggregateOp::Stdvar => {
+                            x.mean = v;
+                            x.value = 0.0;
+                        }
+                        AggregateOp::Count | AggregateOp::Group => x.value = 1.0,
+                        _ => x.value = v,
+                    }
+                    continue;
+                }
+                x.n += 1.0;
+                match a.op {
+                    AggregateOp::Sum => (x.value, x.c) = kahan_inc(v, x.value, x.c),
+                    AggregateOp::Avg => {
+                        if !x.incremental {
+                            let (nv, nc) = kahan_inc(v, x.value, x.c);
+                            if !nv.is_infinite() {
+                                x.value = nv;
+                                x.c = nc;
+                                continue;
+                            }
+                            x.incremental = true;
+                            x.mean = x.value / (x.n - 1.0);
+                            x.c /= x.n - 1.0;
+                        }
+                        let q = (x.n - 1.0) / x.n;
+                        (x.mean, x.c) = kahan_inc(v / x.n, q * x.mean, q * x.c);
+                    }
+                    AggregateOp::Count => x.value = x.n,
+                    AggregateOp::Group => {}
+                    AggregateOp::Min => {
+                        if x.value > v || x.value.is_nan() {
+                            x.value = v;
+                        }
+                    }
+                    AggregateOp::Max => {
+                        if x.value < v || x.value.is_nan() {
+                            x.value = v;
+                        }
+                    }
+                    AggregateOp::Stddev | AggregateOp::Stdvar => {
+                        let delta = v - x.mean;
+                        x.mean += delta / x.n;
+                        x.value += delta * (v - x.mean);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(ng);
+        for g in 0..ng {
+            let mut points = Vec::new();
+            let mut dn = false;
+            for i in 0..n {
+                let x = &acc[g * n + i];
+                if x.n == 0.0 {
+                    continue;
+                }
+                dn |= x.drop_name;
+                let v = match a.op {
+                    AggregateOp::Sum => {
+                        if x.value.is_infinite() {
+                            x.value
+                        } else {
+                            x.value + x.c
+                        }
+                    }
+                    AggregateOp::Avg => {
+                        if x.incremental {
+                            x.mean + x.c
+                        } else {
+                            x.value / x.n + x.c / x.n
+                        }
+                    }
+                    AggregateOp::Stdvar => x.value / x.n,
+                    AggregateOp::Stddev => (x.value / x.n).sqrt(),
+                    _ => x.value,
+                };
+                points.push((grid.ts(i), v));
+            }
+            if !points.is_empty() {
+                out.push(StepSeries {
+                    labels: groups[g].clone(),
+                    points,
+                    drop_name: dn && groups[g].get(METRIC_NAME).is_some(),
+                });
+            }
+        }
+        Ok(EvalVal::Vector(out))
+    }
+
+    fn select_k(
+        &mut self,
+        a: &AggregateExpr,
+        series: Vec<StepSeries>,
+        param: Vec<f64>,
+        grid: Grid,
+    ) -> EResult<EvalVal> {
+        let n = grid.len();
+        for p in &param {
+            if p.is_nan() {
+                return exec_err(if a.op == AggregateOp::LimitRatio {
+                    "Ratio value is NaN"
+                } else {
+                    "Parameter value is NaN"
+                });
+            }
+        }
+        if a.op == AggregateOp::LimitRatio {
+            if let Some(r) = param.first() {
+                if !(-1.0..=1.0).contains(r) {
+                    self.warnings.push(format!(
+                        "PromQL warning: ratio value should be between -1 and 1, got {}{}",
+                        format_float(*r),
+                        pos_of(a.param.as_deref().unwrap_or(&Expr::Aggregate(a.clone())))
+                    ));
+                }
+            }
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut gi_of = Vec::with_capacity(series.len());
+        for s in &series {
+            let key = group_labels(&s.labels, a);
+            let len = index.len();
+            gi_of.push(*index.entry(key).or_insert(len));
+        }
+        let ng = index.len();
+        let mut per_step: Vec<Vec<Vec<(usize, f64)>>> = vec![vec![Vec::new(); ng]; n];
+        for (si, s) in series.iter().enumerate() {
+            for &(t, v) in &s.points {
+                per_step[grid.index_of(t)][gi_of[si]].push((si, v));
+            }
+        }
+        let mut out_pts: Vec<Vec<(i64, f64)>> = vec![Vec::new(); series.len()];
+        // Output order of the first (instant) step, for sorted results.
+        let mut order: Vec<usize> = Vec::new();
+        for (i, groups) in per_step.into_iter().enumerate() {
+            let t = grid.ts(i);
+            let p = param.get(i).copied().unwrap_or(0.0);
+            for mut members in groups {
+                if members.is_empty() {
+                    continue;
+                }
+                let chosen: Vec<(usize, f64)> = match a.op {
+                    AggregateOp::Topk | AggregateOp::Bottomk => {
+                        let k = if p >= 9.2e18 { i64::MAX } else { p as i64 };
+                        if k < 1 {
+                            continue;
+                        }
+                        let k = (k.min(i64::MAX) as usize).min(members.len());
+                        let top = a.op == AggregateOp::Topk;
+                        // NaN sorts last for both directions.
+                        members.sort_by(|x, y| {
+                            use std::cmp::Ordering::*;
+                            match (x.1.is_nan(), y.1.is_nan()) {
+                                (true, true) => Equal,
+                                (true, false) => Greater,
+                                (false, true) => Less,
+                                _ => {
+                                    let o = x.1.partial_cmp(&y.1).unwrap_or(Equal);
+                                    if top {
+                                        o.reverse()
+                                    } else {
+                                        o
+                                    }
+                                }
+                            }
+                        });
+                        members.truncate(k);
+                        members
+                    }
+                    AggregateOp::Limitk => {
+                        let k = if p >= 9.2e18 { i64::MAX } else { p as i64 };
+                        if k < 1 {
+                            continue;
+                        }
+                        members.truncate(k as usize);
+                        members
+                    }
+                    _ => {
+                        // limit_ratio: a deterministic per-series position
+                        // in [0, 1) decides membership.
+                        let r = p.clamp(-1.0, 1.0);
+                        members
+                            .into_iter()
+                            .filter(|(si, _)| {
+                                let off = (series[*si].labels.stable_hash() % (1u64 << 32)) as f64
+                                    / (1u64 << 32) as f64;
+                                if r >= 0.0 {
+                                    off < r
+                                } else {
+                                    off >= 1.0 + r
+                                }
+                            })
+                            .collect()
+                    }
+                };
+                for (si, v) in chosen {
+                    if i == 0 {
+                        order.push(si);
+                    }
+                    out_pts[si].push((t, v));
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if n == 1 {
+            for si in order {
+                let pts = std::mem::take(&mut out_pts[si]);
+                out.push(StepSeries {
+                    labels: series[si].labels.clone(),
+                    points: pts,
+                    drop_name: series[si].drop_name,
+                });
+            }
+        } else {
+            for (si, pts) in out_pts.into_iter().enumerate() {
+                if !pts.is_empty() {
+                    out.push(StepSeries {
+                        labels: series[si].labels.clone(),
+                        points: pts,
+                        drop_name: series[si].drop_name,
+                    });
+                }
+            }
+        }
+        Ok(EvalVal::Vector(out))
+    }
+
+    fn count_values(
+        &mut self,
+        a: &AggregateExpr,
+        series: Vec<StepSeries>,
+        grid: Grid,
+    ) -> EResult<EvalVal> {
+        let label = match a.param.as_deref().map(|p| p.unparen()) {
+            Some(Expr::String(s)) => s.value.clone(),
+            _ => return exec_err("count_values requires a string parameter"),
+        };
+        if label.is_empty() {
+            return exec_err(format!("invalid label name {label:?}"));
+        }
+        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut out: Vec<StepSeries> = Vec::new();
+        let mut gl: Vec<Labels> = Vec::with_capacity(series.len());
+        for s in &series {
+            gl.push(group_labels(&s.labels, a));
+        }
+        let mut cursors = vec![0usize; series.len()];
+        for i in 0..grid.len() {
+            let t = grid.ts(i);
+            for (si, s) in series.iter().enumerate() {
+                let c = &mut cursors[si];
+                while *c < s.points.len() && s.points[*c].0 < t {
+                    *c += 1;
+                }
+                if *c < s.points.len() && s.points[*c].0 == t {
+                    let v = s.points[*c].1;
+                    let mut b = gl[si].to_builder();
+                    b.set(label.as_str(), format_f(v));
+                    let key = b.build();
+                    let slot = match index.get(&key) {
+                        Some(&x) => x,
+                        None => {
+                            index.insert(key.clone(), out.len());
+                            out.push(StepSeries {
+                                labels: Arc::new(key),
+                                points: Vec::new(),
+                                drop_name: false,
+                            });
+                            out.len() - 1
+                        }
+                    };
+                    let o = &mut out[slot];
+                    match o.points.last_mut() {
+                        Some(p) if p.0 == t => p.1 += 1.0,
+                        _ => o.points.push((t, 1.0)),
+                    }
+                }
+            }
+        }
+        Ok(EvalVal::Vector(out))
+    }
+}

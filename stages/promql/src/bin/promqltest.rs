@@ -1,0 +1,97 @@
+//! `promqltest`: runs Prometheus PromQL test scripts (a directory of
+//! `*.test` files, or files) against the Panoptes engine and prints
+//! per-file and total pass/fail/skip counts.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use panoptes_promql::promqltest::{harness_options, run_script, Outcome};
+
+fn main() -> ExitCode {
+    let mut list_failures = false;
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for a in std::env::args().skip(1) {
+        match a.as_str() {
+            "--list-failures" => list_failures = true,
+            "-h" | "--help" => {
+                println!("usage: promqltest [--list-failures] <dir-or-file>...");
+                return ExitCode::SUCCESS;
+            }
+            _ => paths.push(PathBuf::from(a)),
+        }
+    }
+    if paths.is_empty() {
+        eprintln!("usage: promqltest [--list-failures] <dir-or-file>...");
+        return ExitCode::from(2);
+    }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in &paths {
+        if p.is_dir() {
+            match std::fs::read_dir(p) {
+                Ok(rd) => {
+                    let mut v: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|p| p.extension().is_some_and(|e| e == "test"))
+                        .collect();
+                    v.sort();
+                    files.extend(v);
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", p.display());
+                    return ExitCode::from(2);
+                }
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let opts = harness_options();
+    let (mut passed, mut failed, mut skipped) = (0, 0, 0);
+    let mut fatal = false;
+    for f in &files {
+        let text = match std::fs::read_to_string(f) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{}: {e}", f.display());
+                fatal = true;
+                continue;
+            }
+        };
+        let r = run_script(&text, &opts);
+        let name = f
+            .file_name()
+            .map(Path::new)
+            .unwrap_or(f)
+            .display()
+            .to_string();
+        println!(
+            "{name}: {} passed, {} failed, {} skipped{}",
+            r.passed(),
+            r.failed(),
+            r.skipped(),
+            r.fatal
+                .as_ref()
+                .map(|e| format!(" (stopped: {e})"))
+                .unwrap_or_default()
+        );
+        if r.fatal.is_some() {
+            fatal = true;
+        }
+        if list_failures {
+            for e in &r.evals {
+                if let Outcome::Fail(why) = &e.outcome {
+                    println!("  {}:{}: {}\n      {}", f.display(), e.line, e.expr, why);
+                }
+            }
+        }
+        passed += r.passed();
+        failed += r.failed();
+        skipped += r.skipped();
+    }
+    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    if failed > 0 || fatal {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

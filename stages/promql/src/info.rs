@@ -1,0 +1,128 @@
+//! The experimental `info()` function: enriches series with the data labels
+//! of info metrics (`target_info` by default) that share their identifying
+//! labels (`instance`, `job`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use panoptes_model::{Labels, Matcher, METRIC_NAME};
+use panoptes_promql_parser::{Call, Expr, VectorSelector};
+
+use crate::engine::{exec_err, EResult, EvalVal, Evaluator, Grid, StepSeries};
+
+const IDENTIFYING: [&str; 2] = ["instance", "job"];
+
+pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult<EvalVal> {
+    let input = ev.eval_vector(&c.args[0], grid)?;
+    let selector = match c.args.get(1).map(|a| a.unparen()) {
+        Some(Expr::Vector(vs)) => Some(vs),
+        Some(_) => return exec_err("expected label selectors as the second argument to \"info\""),
+        None => None,
+    };
+    let mut name_matchers: Vec<Matcher> = Vec::new();
+    let mut data_matchers: Vec<Matcher> = Vec::new();
+    if let Some(vs) = selector {
+        for m in &vs.matchers {
+            if m.name == METRIC_NAME {
+                name_matchers.push(m.clone());
+            } else {
+                data_matchers.push(m.clone());
+            }
+        }
+    }
+    if name_matchers.is_empty() {
+        name_matchers.push(Matcher::equal(METRIC_NAME, "target_info"));
+    }
+    let mut all = name_matchers.clone();
+    all.extend(data_matchers.iter().cloned());
+    let info_vs = VectorSelector {
+        name: None,
+        matchers: all,
+        offset: None,
+        at: None,
+        anchored: false,
+        smoothed: false,
+        span: c.span,
+    };
+    let infos = ev.eval_vector_selector(&info_vs, grid, false)?;
+    // Info series by identifying-label values.
+    let mut by_id: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (i, s) in infos.iter().enumerate() {
+        let key = (
+            s.labels.get("instance").unwrap_or("").to_string(),
+            s.labels.get("job").unwrap_or("").to_string(),
+        );
+        by_id.entry(key).or_default().push(i);
+    }
+    let requires_match = data_matchers.iter().any(|m| !m.matches_empty());
+    let mut out: Vec<StepSeries> = Vec::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    for s in &input {
+        let name = s.labels.metric_name().unwrap_or("");
+        let is_info = name_matchers.iter().all(|m| m.matches(name));
+        let key = (
+            s.labels.get("instance").unwrap_or("").to_string(),
+            s.labels.get("job").unwrap_or("").to_string(),
+        );
+        let candidates = if is_info { None } else { by_id.get(&key) };
+        for &(t, v) in &s.points {
+            let mut labels = s.labels.clone();
+            let mut matched = false;
+            if let Some(cands) = candidates {
+                let mut b = s.labels.to_builder();
+                let mut added: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+                for &ci in cands {
+                    let info = &infos[ci];
+                    let Ok(pi) = info.points.binary_search_by_key(&t, |p| p.0) else {
+                        continue;
+                    };
+                    let _ = pi;
+                    matched = true;
+                    for l in info.labels.iter() {
+                        let n = &*l.name;
+                        if n == METRIC_NAME || IDENTIFYING.contains(&n) {
+                            continue;
+                        }
+                        if !data_matchers.is_empty() && !data_matchers.iter().any(|m| m.name == n) {
+                            continue;
+                        }
+                        if s.labels.get(n).is_some() {
+                            continue;
+                        }
+                        if let Some((_, v)) = added.iter().find(|(an, _)| **an == *n) {
+                            if *v != l.value {
+                                return exec_err(format!(
+                                    "found duplicate series for info metric: conflicting values for label {n:?}"
+                                ));
+                            }
+                            continue;
+                        }
+                        added.push((l.name.clone(), l.value.clone()));
+                        b.set(l.name.clone(), l.value.clone());
+                    }
+                }
+                labels = Arc::new(b.build());
+            }
+            if !matched && requires_match && !is_info {
+                continue;
+            }
+            let slot = match index.get(&labels) {
+                Some(&x) => x,
+                None => {
+                    index.insert(labels.clone(), out.len());
+                    out.push(StepSeries {
+                        labels,
+                        points: Vec::new(),
+                        drop_name: s.drop_name,
+                    });
+                    out.len() - 1
+                }
+            };
+            out[slot].points.push((t, v));
+        }
+    }
+    for s in &mut out {
+        s.points.sort_by_key(|p| p.0);
+    }
+    Ok(EvalVal::Vector(out))
+}

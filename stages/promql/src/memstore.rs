@@ -1,0 +1,164 @@
+//! An in-memory `SeriesSelect`, for tests, the conformance runner and
+//! benchmarks: series kept sorted by labels, samples sorted by time, and a
+//! metric-name index so that `name{...}` selectors do not scan everything.
+
+use std::collections::{BTreeMap, HashMap};
+
+use panoptes_model::{Labels, MatchOp, Matcher, Series, SeriesSelect, StorageError, METRIC_NAME};
+
+/// An in-memory store of float series.
+#[derive(Debug, Default, Clone)]
+pub struct MemStore {
+    series: BTreeMap<Labels, Vec<(i64, f64)>>,
+    by_name: HashMap<String, Vec<Labels>>,
+}
+
+impl MemStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends (or replaces, for an equal timestamp) one sample.
+    pub fn add(&mut self, labels: &Labels, t: i64, v: f64) {
+        let samples = match self.series.get_mut(labels) {
+            Some(s) => s,
+            None => {
+                let name = labels.metric_name().unwrap_or("").to_string();
+                self.by_name.entry(name).or_default().push(labels.clone());
+                self.series.entry(labels.clone()).or_default()
+            }
+        };
+        match samples.last() {
+            Some(&(lt, _)) if lt < t => samples.push((t, v)),
+            None => samples.push((t, v)),
+            _ => match samples.binary_search_by_key(&t, |p| p.0) {
+                Ok(i) => samples[i].1 = v,
+                Err(i) => samples.insert(i, (t, v)),
+            },
+        }
+    }
+
+    /// Removes everything.
+    pub fn clear(&mut self) {
+        self.series.clear();
+        self.by_name.clear();
+    }
+
+    /// Number of series.
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+
+    fn candidates<'a>(&'a self, matchers: &[Matcher]) -> Vec<(&'a Labels, &'a Vec<(i64, f64)>)> {
+        let by_name = matchers
+            .iter()
+            .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal);
+        match by_name {
+            Some(m) => {
+                let mut v: Vec<(&Labels, &Vec<(i64, f64)>)> = self
+                    .by_name
+                    .get(&m.value)
+                    .map(|ls| {
+                        ls.iter()
+                            .filter_map(|l| self.series.get_key_value(l))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                v.sort_by(|a, b| a.0.cmp(b.0));
+                v
+            }
+            None => self.series.iter().collect(),
+        }
+    }
+}
+
+impl SeriesSelect for MemStore {
+    fn select(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        let mut out = Vec::new();
+        for (labels, samples) in self.candidates(matchers) {
+            if !matchers.iter().all(|m| m.matches_labels(labels)) {
+                continue;
+            }
+            let lo = samples.partition_point(|p| p.0 < start_ms);
+            let hi = samples.partition_point(|p| p.0 <= end_ms);
+            if lo >= hi {
+                continue;
+            }
+            out.push(Series {
+                labels: labels.clone(),
+                samples: samples[lo..hi].to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
+    fn label_names(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut names: Vec<String> = self
+            .select(matchers, start_ms, end_ms)?
+            .iter()
+            .flat_map(|s| {
+                s.labels
+                    .iter()
+                    .map(|l| l.name.to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    fn label_values(
+        &self,
+        name: &str,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut vals: Vec<String> = self
+            .select(matchers, start_ms, end_ms)?
+            .iter()
+            .filter_map(|s| s.labels.get(name).map(str::to_string))
+            .collect();
+        vals.sort();
+        vals.dedup();
+        Ok(vals)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_by_matchers_and_time() {
+        let mut s = MemStore::new();
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]);
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]);
+        s.add(&a, 10, 1.0);
+        s.add(&a, 20, 2.0);
+        s.add(&b, 10, 3.0);
+        let got = s.select(&[Matcher::equal("job", "a")], 15, 30).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].samples, vec![(20, 2.0)]);
+        let got = s
+            .select(&[Matcher::equal("__name__", "up")], 0, 30)
+            .unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(s.label_values("job", &[], 0, 30).unwrap(), vec!["a", "b"]);
+    }
+}
