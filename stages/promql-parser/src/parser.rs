@@ -21,6 +21,7 @@ fn parse_inner(input: &str) -> PResult<Expr> {
         toks,
         pos: 0,
         input,
+        allow_empty_selector: false,
     };
     if p.peek() == &Tok::Eof {
         return Err(ParseError::at(0, "no expression found in input".into()));
@@ -36,6 +37,9 @@ struct Parser<'a> {
     toks: Vec<Token>,
     pos: usize,
     input: &'a str,
+    /// Set while parsing `info()`'s label-selector argument, which may
+    /// consist of matchers that all match the empty string.
+    allow_empty_selector: bool,
 }
 
 fn err<T>(pos: usize, msg: impl Into<String>) -> PResult<T> {
@@ -775,7 +779,7 @@ impl<'a> Parser<'a> {
                 ),
             );
         }
-        if matchers.iter().all(|m| m.matches_empty()) {
+        if matchers.iter().all(|m| m.matches_empty()) && !self.allow_empty_selector {
             return err(
                 start,
                 "vector selector must contain at least one non-empty matcher",
@@ -913,7 +917,10 @@ impl<'a> Parser<'a> {
         let mut args = Vec::new();
         if *self.peek() != Tok::RParen {
             loop {
-                args.push(self.expr(0)?);
+                self.allow_empty_selector = func.name == "info" && args.len() == 1;
+                let arg = self.expr(0);
+                self.allow_empty_selector = false;
+                args.push(arg?);
                 if *self.peek() == Tok::Comma {
                     self.next();
                     if *self.peek() == Tok::RParen {

@@ -137,7 +137,7 @@ impl<'a> Evaluator<'a> {
                     match a.op {
                         AggregateOp::Stddev | AggregateOp::Stdvar => {
                             x.mean = v;
-                            x.value = 0.0;
+                            x.value = if v.is_finite() { 0.0 } else { f64::NAN };
                         }
                         AggregateOp::Count | AggregateOp::Group => x.value = 1.0,
                         _ => x.value = v,

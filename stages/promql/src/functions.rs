@@ -107,7 +107,13 @@ pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
     if q > 1.0 {
         return f64::INFINITY;
     }
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    // NaN sorts first, as Go's sort.Float64s orders it.
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal),
+    });
     let n = values.len() as f64;
     let rank = q * (n - 1.0);
     let lower = rank.floor().max(0.0);
@@ -319,7 +325,8 @@ fn apply_range_fn(
             if w.len() < 2 {
                 return Ok(None);
             }
-            let (slope, intercept) = linear_regression(w, arg.at.unwrap_or(t));
+            // The intercept is at the evaluation time, even with `@`.
+            let (slope, intercept) = linear_regression(w, t);
             Some(intercept + slope * params[0])
         }
         "avg_over_time" => {
@@ -608,6 +615,12 @@ impl<'a> Evaluator<'a> {
                 ))
             }
             "pi" => return Ok(EvalVal::Scalar(vec![std::f64::consts::PI; n])),
+            "min_of" | "max_of" => {
+                let a = self.eval_scalar(&c.args[0], grid)?;
+                let b = self.eval_scalar(&c.args[1], grid)?;
+                let f = if name == "min_of" { go_min } else { go_max };
+                return Ok(EvalVal::Scalar(a.iter().zip(&b).map(|(x, y)| f(*x, *y)).collect()));
+            }
             "start" => return Ok(EvalVal::Scalar(vec![self.query_start as f64 / 1000.0; n])),
             "end" => return Ok(EvalVal::Scalar(vec![self.query_end as f64 / 1000.0; n])),
             "step" => return Ok(EvalVal::Scalar(vec![self.dur.step_ms as f64 / 1000.0; n])),
@@ -826,21 +839,22 @@ impl<'a> Evaluator<'a> {
             Expr::Matrix(ms) => &ms.vector,
             _ => return Labels::empty(),
         };
-        let mut pairs: Vec<(String, String)> = Vec::new();
-        let mut dup: Vec<String> = Vec::new();
+        // An equality matcher sets its label unless the label was already
+        // constrained; any other matcher on a label removes it.
+        let mut b = panoptes_model::LabelsBuilder::new();
+        let mut seen: Vec<&str> = Vec::new();
         for m in &vs.matchers {
             if m.name == METRIC_NAME {
                 continue;
             }
-            if m.op == MatchOp::Equal {
-                if pairs.iter().any(|(n, _)| *n == m.name) {
-                    dup.push(m.name.clone());
-                }
-                pairs.push((m.name.clone(), m.value.clone()));
+            if m.op == MatchOp::Equal && !seen.contains(&m.name.as_str()) {
+                b.set(m.name.as_str(), m.value.as_str());
+            } else {
+                b.del(&m.name);
             }
+            seen.push(&m.name);
         }
-        pairs.retain(|(n, _)| !dup.contains(n));
-        Labels::from_pairs(pairs)
+        b.build()
     }
 
     fn absent(&mut self, c: &Call, grid: Grid) -> EResult<EvalVal> {
@@ -1245,7 +1259,9 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f6
     if lower >= upper {
         return 0.0;
     }
-    let rank_at = |x: f64| -> f64 {
+    // Inside a bucket of infinite width nothing is interpolated: the part
+    // of it within [lower, upper] is taken to hold no observations.
+    let rank_at = |x: f64, is_lower: bool| -> f64 {
         let mut prev_ub = f64::NEG_INFINITY;
         let mut prev_count = 0.0;
         for (i, &(ub, cnt)) in buckets.iter().enumerate() {
@@ -1263,7 +1279,7 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f6
                     return prev_count;
                 }
                 if lb.is_infinite() || ub.is_infinite() {
-                    return prev_count;
+                    return if is_lower { cnt } else { prev_count };
                 }
                 return prev_count + (cnt - prev_count) * (x - lb) / (ub - lb);
             }
@@ -1272,7 +1288,7 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f6
         }
         prev_count
     };
-    (rank_at(upper) - rank_at(lower)) / total
+    (rank_at(upper, false) - rank_at(lower, true)) / total
 }
 
 #[cfg(test)]

@@ -44,7 +44,33 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
         smoothed: false,
         span: c.span,
     };
-    let infos = ev.eval_vector_selector(&info_vs, grid, false)?;
+    // Info series are looked up at the time the input's samples refer to
+    // (after its `@` and offsets), which is either fixed or the step time
+    // shifted by a constant.
+    let r0 = ref_time(ev, &c.args[0], grid.start);
+    let r1 = ref_time(ev, &c.args[0], grid.end);
+    let fixed = grid.len() > 1 && r0 == r1 || grid.len() == 1 && ref_is_fixed(&c.args[0]);
+    let info_grid = if fixed {
+        Grid {
+            start: r0,
+            end: r0,
+            step: 1,
+        }
+    } else {
+        Grid {
+            start: r0,
+            end: r0 + (grid.end - grid.start),
+            step: grid.step,
+        }
+    };
+    let map_t = |t: i64| -> i64 {
+        if fixed {
+            r0
+        } else {
+            t - grid.start + r0
+        }
+    };
+    let infos = ev.eval_vector_selector(&info_vs, info_grid, false)?;
     // Info series by identifying-label values.
     let mut by_id: HashMap<(String, String), Vec<usize>> = HashMap::new();
     for (i, s) in infos.iter().enumerate() {
@@ -73,7 +99,7 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
                 let mut added: Vec<(Arc<str>, Arc<str>)> = Vec::new();
                 for &ci in cands {
                     let info = &infos[ci];
-                    let Ok(pi) = info.points.binary_search_by_key(&t, |p| p.0) else {
+                    let Ok(pi) = info.points.binary_search_by_key(&map_t(t), |p| p.0) else {
                         continue;
                     };
                     let _ = pi;
@@ -125,4 +151,65 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
         s.points.sort_by_key(|p| p.0);
     }
     Ok(EvalVal::Vector(out))
+}
+
+/// The time the samples of `e` at step time `t` refer to.
+fn ref_time(ev: &Evaluator<'_>, e: &Expr, t: i64) -> i64 {
+    match e {
+        Expr::Vector(vs) => {
+            ev.resolve_at(&vs.at).unwrap_or(t)
+                - vs.offset.as_ref().map(|d| ev.duration_ms(d)).unwrap_or(0)
+        }
+        Expr::Matrix(ms) => {
+            ev.resolve_at(&ms.vector.at).unwrap_or(t)
+                - ms.vector.offset.as_ref().map(|d| ev.duration_ms(d)).unwrap_or(0)
+        }
+        Expr::Subquery(sq) => {
+            let te = ev.resolve_at(&sq.at).unwrap_or(t)
+                - sq.offset.as_ref().map(|d| ev.duration_ms(d)).unwrap_or(0);
+            ref_time(ev, &sq.expr, te)
+        }
+        Expr::Paren(p) => ref_time(ev, &p.expr, t),
+        Expr::Unary(u) => ref_time(ev, &u.expr, t),
+        Expr::Binary(b) => ref_time(ev, &b.lhs, t),
+        Expr::Aggregate(a) => ref_time(ev, &a.expr, t),
+        Expr::Call(c) => c
+            .args
+            .iter()
+            .find(|a| {
+                matches!(
+                    a.value_type(),
+                    panoptes_promql_parser::ValueType::Vector
+                        | panoptes_promql_parser::ValueType::Matrix
+                )
+            })
+            .map(|a| ref_time(ev, a, t))
+            .unwrap_or(t),
+        Expr::Number(_) | Expr::String(_) => t,
+    }
+}
+
+/// Whether the reference time does not depend on the step time (`@`).
+fn ref_is_fixed(e: &Expr) -> bool {
+    match e {
+        Expr::Vector(vs) => vs.at.is_some(),
+        Expr::Matrix(ms) => ms.vector.at.is_some(),
+        Expr::Subquery(sq) => sq.at.is_some() || ref_is_fixed(&sq.expr),
+        Expr::Paren(p) => ref_is_fixed(&p.expr),
+        Expr::Unary(u) => ref_is_fixed(&u.expr),
+        Expr::Binary(b) => ref_is_fixed(&b.lhs),
+        Expr::Aggregate(a) => ref_is_fixed(&a.expr),
+        Expr::Call(c) => c
+            .args
+            .iter()
+            .find(|a| {
+                matches!(
+                    a.value_type(),
+                    panoptes_promql_parser::ValueType::Vector
+                        | panoptes_promql_parser::ValueType::Matrix
+                )
+            })
+            .is_some_and(ref_is_fixed),
+        Expr::Number(_) | Expr::String(_) => false,
+    }
 }

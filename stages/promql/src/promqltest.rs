@@ -135,7 +135,11 @@ fn expand_value(tok: &str, line: usize) -> Result<Vec<ExpVal>, ScriptError> {
     if tok == "stale" {
         return Ok(vec![Some(stale_nan())]);
     }
-    if let Some(v) = parse_number(tok) {
+    // `0x59` is 0 repeated, not hex: repetition wins over hex literals.
+    let is_repeat = tok
+        .rsplit_once('x')
+        .is_some_and(|(b, n)| !b.is_empty() && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    if let Some(v) = parse_number(tok).filter(|_| !is_repeat) {
         return Ok(vec![Some(v)]);
     }
     // a x N, a+b x N, a-b x N
@@ -318,9 +322,12 @@ pub fn run_script(text: &str, opts: &EngineOptions) -> FileReport {
             .unwrap_or("")
             .to_ascii_lowercase();
         let res: Result<(), ScriptError> = if word == "clear" {
+            // `clear` is a single-line command: what follows may be a
+            // command of its own without a blank line in between.
             store.clear();
             nh_series.clear();
-            Ok(())
+            i = start + 1;
+            continue;
         } else if word == "load" || word == "load_with_nhcb" {
             load(
                 &mut store,
@@ -387,7 +394,7 @@ fn load(
     for (k, l) in body.iter().enumerate() {
         let ln = line + 1 + k;
         let (sel, rest) = split_series(l);
-        if sel.ends_with("@st") || sel.contains("}@st") {
+        if sel.ends_with("@st") || rest.trim_start().starts_with("@st") {
             // Start timestamps are not modelled; the sample line follows.
             continue;
         }
@@ -699,10 +706,13 @@ fn run_eval(
     if exp.has_histogram {
         return Ok(report(Outcome::Skip));
     }
-    if let Ok(e) = &parsed {
-        if touches_nh(e, nh) {
-            return Ok(report(Outcome::Skip));
+    match &parsed {
+        Ok(e) if touches_nh(e, nh) => return Ok(report(Outcome::Skip)),
+        // Unparseable (e.g. histogram-only operators): judge by names.
+        Err(_) if nh.iter().any(|l| l.metric_name().is_some_and(|n| expr_text.contains(n))) => {
+            return Ok(report(Outcome::Skip))
         }
+        _ => {}
     }
     let expr = match parsed {
         Ok(e) => e,
@@ -791,7 +801,7 @@ fn run_eval(
                 ))))
             }
             Ok(r) => {
-                let at_t = matrix_at(&r.value, t);
+                let at_t = matrix_at(&r.value, t, expr.value_type());
                 if let Err(why) = compare(&exp, &at_t, None, t, false) {
                     return Ok(report(Outcome::Fail(format!("range-mode re-check: {why}"))));
                 }
@@ -802,10 +812,13 @@ fn run_eval(
 }
 
 /// The points of a range result at `t`, as an instant result.
-fn matrix_at(v: &Value, t: i64) -> Value {
+fn matrix_at(v: &Value, t: i64, vt: panoptes_promql_parser::ValueType) -> Value {
     match v {
+        Value::Matrix(m) if vt == panoptes_promql_parser::ValueType::Scalar => {
+            let p = m.first().and_then(|s| s.points.iter().find(|p| p.0 == t));
+            Value::Scalar(t, p.map(|p| p.1).unwrap_or(f64::NAN))
+        }
         Value::Matrix(m) => {
-            let is_scalar = m.len() == 1 && m[0].labels.is_empty();
             let samples: Vec<crate::value::Sample> = m
                 .iter()
                 .filter_map(|s| {
@@ -819,7 +832,6 @@ fn matrix_at(v: &Value, t: i64) -> Value {
                         })
                 })
                 .collect();
-            let _ = is_scalar;
             Value::Vector(samples)
         }
         other => other.clone(),
