@@ -336,7 +336,9 @@ impl<'a> Evaluator<'a> {
                         let side = if swapped { "left" } else { "right" };
                         return exec_err(format!(
                             "found duplicate series for the match group {} on the {side} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                            sig_labels[sig], one[oi].labels, one[prev].labels
+                            go_labels(&sig_labels[sig]),
+                            go_labels(&one[prev].labels),
+                            go_labels(&one[oi].labels)
                         ));
                     }
                 }
@@ -357,6 +359,16 @@ impl<'a> Evaluator<'a> {
                 if ri.is_some() {
                     // Mark the one-side sample as matched (for fill_many).
                     matched_step[sig] = i;
+                }
+                // One-to-one: a second left sample in the same match group
+                // is an error even if the comparison would drop it.
+                if m.card == Cardinality::OneToOne && ri.is_some() {
+                    if inserted.contains_key(&sig) {
+                        return exec_err(
+                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
+                        );
+                    }
+                    inserted.insert(sig, Vec::new());
                 }
                 let (fl, fr) = if swapped { (rv, v) } else { (v, rv) };
                 let (mut value, keep) = elem_op(op, fl, fr);
@@ -379,14 +391,7 @@ impl<'a> Evaluator<'a> {
                         s
                     }
                 };
-                if m.card == Cardinality::OneToOne {
-                    if inserted.contains_key(&sig) {
-                        return exec_err(
-                            "multiple matches for labels: many-to-one matching must be explicit (group_left/group_right)",
-                        );
-                    }
-                    inserted.insert(sig, Vec::new());
-                } else {
+                if m.card != Cardinality::OneToOne {
                     let labels = out.series[slot].labels.clone();
                     let entry = inserted.entry(sig).or_default();
                     if entry.iter().any(|l| *l == labels) {
@@ -422,6 +427,16 @@ impl<'a> Evaluator<'a> {
             .filter(|s| !s.points.is_empty())
             .collect())
     }
+}
+
+/// A label set printed as Go's `labels.Labels.String()`:
+/// `{__name__="x", a="b"}`.
+pub(crate) fn go_labels(l: &Labels) -> String {
+    let inner: Vec<String> = l
+        .iter()
+        .map(|x| format!("{}={}", x.name, panoptes_promql_parser::quote(&x.value)))
+        .collect();
+    format!("{{{}}}", inner.join(", "))
 }
 
 fn vector_scalar(

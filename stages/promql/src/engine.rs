@@ -303,6 +303,15 @@ impl Engine {
     }
 }
 
+/// The label set without the metric name and the type and unit metadata
+/// labels that go with it.
+pub(crate) fn drop_metric_name(l: &Labels) -> Labels {
+    if !l.iter().any(|x| x.name.starts_with("__")) {
+        return l.clone();
+    }
+    l.drop_names(&[METRIC_NAME, "__type__", "__unit__"])
+}
+
 /// Applies delayed `__name__` removal, then checks that no two series share
 /// a label set at the same time (merging those that do not overlap).
 fn finish_names(series: Vec<StepSeries>, instant: bool) -> EResult<Vec<StepSeries>> {
@@ -312,8 +321,8 @@ fn finish_names(series: Vec<StepSeries>, instant: bool) -> EResult<Vec<StepSerie
     let mut out: Vec<StepSeries> = Vec::with_capacity(series.len());
     let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     for mut s in series {
-        if s.drop_name && s.labels.get(METRIC_NAME).is_some() {
-            s.labels = Arc::new(s.labels.without_metric_name());
+        if s.drop_name {
+            s.labels = Arc::new(drop_metric_name(&s.labels));
         }
         s.drop_name = false;
         match index.get(&s.labels) {
@@ -480,9 +489,11 @@ impl<'a> Evaluator<'a> {
             Some(a) => (a - offset, a - offset),
             None => (grid.start - offset, grid.end - offset),
         };
+        // A smoothed selector interpolates towards the next sample.
+        let after = if vs.smoothed { lookback } else { 0 };
         let selected = self
             .store
-            .select(&vs.matchers, first_te - lookback + 1, last_te)?;
+            .select(&vs.matchers, first_te - lookback + 1, last_te + after)?;
         let mut out = Vec::with_capacity(selected.len());
         let mut total = 0usize;
         for s in selected {

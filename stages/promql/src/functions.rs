@@ -199,8 +199,10 @@ pub(crate) fn smoothed_value(
     }
 }
 
-/// The window for anchored/smoothed rate functions: boundary points at the
-/// window start and end, plus the samples strictly inside.
+/// The window for anchored/smoothed range functions: a boundary value at
+/// the window start, the samples inside, and (smoothed) an interpolated
+/// value at the end. Counters are reset-corrected before interpolating.
+/// At least one sample must lie inside the (left-open) window.
 fn boundary_window(
     all: &[(i64, f64)],
     start: i64,
@@ -211,27 +213,46 @@ fn boundary_window(
 ) -> Option<Vec<(i64, f64)>> {
     let lo = all.partition_point(|p| p.0 <= start);
     let hi = all.partition_point(|p| p.0 <= end);
+    // Anchored needs a sample inside the window; smoothed needs data on
+    // both sides of it (at or before its end, and after its start).
+    if (!smoothed && lo >= hi) || (smoothed && (hi == 0 || lo >= all.len())) {
+        return None;
+    }
     let inside = &all[lo..hi.max(lo)];
-    let first = if smoothed {
-        smoothed_value(all, start, lookback, true)
-    } else {
-        smoothed_value(all, start, lookback, false).or_else(|| inside.first().map(|p| p.1))
-    };
-    let first = first?;
+    if !smoothed {
+        let first = if lo > 0 && all[lo - 1].0 > start - lookback {
+            all[lo - 1]
+        } else {
+            inside[0]
+        };
+        let mut out = Vec::with_capacity(inside.len() + 1);
+        out.push(first);
+        out.extend_from_slice(inside);
+        return Some(out);
+    }
+    let from = lo.saturating_sub(1);
+    let to = (hi + 1).min(all.len());
+    let mut seg: Vec<(i64, f64)> = all[from..to].to_vec();
+    if is_counter {
+        let mut acc = 0.0;
+        let mut prev = seg[0].1;
+        for p in seg.iter_mut().skip(1) {
+            let raw = p.1;
+            if raw < prev {
+                acc += prev;
+            }
+            prev = raw;
+            p.1 = raw + acc;
+        }
+    }
+    let vs = smoothed_value(&seg, start, lookback, true)?;
+    let ve = smoothed_value(&seg, end, lookback, true)?;
     let mut out = Vec::with_capacity(inside.len() + 2);
-    out.push((start, first));
-    out.extend(inside.iter().copied().filter(|p| p.0 < end));
-    let last = if smoothed {
-        smoothed_value(all, end, lookback, true)?
-    } else {
-        out.last().map(|p| p.1).unwrap_or(first)
-    };
-    let last = match inside.last() {
-        Some(p) if p.0 == end => p.1,
-        _ => last,
-    };
-    out.push((end, last));
-    let _ = is_counter;
+    out.push((start, vs));
+    let ilo = seg.partition_point(|p| p.0 <= start);
+    let ihi = seg.partition_point(|p| p.0 < end);
+    out.extend_from_slice(&seg[ilo..ihi.max(ilo)]);
+    out.push((end, ve));
     Some(out)
 }
 
@@ -258,7 +279,7 @@ fn apply_range_fn(
     let end = arg.window_end(t);
     let start = end - arg.range_ms;
     if arg.anchored || arg.smoothed {
-        let is_counter = matches!(name, "rate" | "increase" | "resets" | "changes");
+        let is_counter = matches!(name, "rate" | "increase");
         let w = match boundary_window(&s.points, start, end, lookback, arg.smoothed, is_counter) {
             Some(w) => w,
             None => return Ok(None),
