@@ -189,7 +189,9 @@ fn flags(cfg: &PushIngestConfig) -> serde_json::Value {
 }
 
 impl PushIngest {
-    fn start(cfg: &PushIngestConfig, ctx: StageContext) -> Result<PushIngest, StageError> {
+    /// Starts the stage (what [`StageConfig::start`] does), returning the
+    /// concrete type so embedders and tests can read [`PushIngest::local_addr`].
+    pub fn start(cfg: &PushIngestConfig, ctx: StageContext) -> Result<PushIngest, StageError> {
         let id = ctx.id.clone();
         let metrics = StageMetrics::new(&id, &ctx.metrics)
             .map_err(|e| StageError::new(&id, format!("cannot register metrics: {e}")))?;

@@ -191,8 +191,25 @@ async fn push_or_delete(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
+    let body = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            let status = rejection.status();
+            let resp = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                s.metrics.rejected.with_label_values(&["limit"]).inc();
+                let limit = s.settings.read().max_push_bytes;
+                error(
+                    status,
+                    format!("push body is over the limit max_push_bytes={limit}"),
+                )
+            } else {
+                error(status, rejection.body_text())
+            };
+            return resp;
+        }
+    };
     let (resp, label) = handle_push(&s, &method, &uri, &headers, body);
     s.metrics
         .requests
