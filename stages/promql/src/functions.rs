@@ -436,6 +436,7 @@ fn apply_range_fn(
             let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
             Some(quantile(params[0], &mut vals))
         }
+        "mad_over_time" if w.iter().any(|p| p.1.is_nan()) => Some(f64::NAN),
         "mad_over_time" => {
             let mut vals: Vec<f64> = w.iter().map(|p| p.1).collect();
             let median = quantile(0.5, &mut vals);
@@ -706,7 +707,9 @@ impl<'a> Evaluator<'a> {
             "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc" => {
                 return self.sort_fn(c, grid)
             }
-            "histogram_quantile" | "histogram_fraction" => return self.histogram_fn(c, grid),
+            "histogram_quantile" | "histogram_fraction" | "histogram_quantiles" => {
+                return self.histogram_fn(c, grid)
+            }
             "info" => return self.info_fn(c, grid),
             "histogram_count"
             | "histogram_sum"
@@ -1051,16 +1054,33 @@ impl<'a> Evaluator<'a> {
     }
 
     fn histogram_fn(&mut self, c: &Call, grid: Grid) -> EResult<EvalVal> {
-        let fraction = c.func.name == "histogram_fraction";
-        let (p1, p2) = if fraction {
-            (
-                self.eval_scalar(&c.args[0], grid)?,
-                Some(self.eval_scalar(&c.args[1], grid)?),
-            )
-        } else {
-            (self.eval_scalar(&c.args[0], grid)?, None)
+        let name = c.func.name;
+        let n = grid.len();
+        // (quantiles or fraction bounds, the vector argument, the label
+        // that `histogram_quantiles` adds)
+        let mut qs: Vec<Vec<f64>> = Vec::new();
+        let mut bounds: Option<(Vec<f64>, Vec<f64>)> = None;
+        let mut qlabel: Option<String> = None;
+        let vec_arg = match name {
+            "histogram_fraction" => {
+                bounds = Some((
+                    self.eval_scalar(&c.args[0], grid)?,
+                    self.eval_scalar(&c.args[1], grid)?,
+                ));
+                &c.args[2]
+            }
+            "histogram_quantiles" => {
+                qlabel = Some(string_arg(&c.args[1])?);
+                for a in &c.args[2..] {
+                    qs.push(self.eval_scalar(a, grid)?);
+                }
+                &c.args[0]
+            }
+            _ => {
+                qs.push(self.eval_scalar(&c.args[0], grid)?);
+                &c.args[1]
+            }
         };
-        let vec_arg = &c.args[if fraction { 2 } else { 1 }];
         let series = self.eval_vector(vec_arg, grid)?;
         // Group series by labels without `le` (the name stays in the key but
         // not in the output).
@@ -1089,7 +1109,7 @@ impl<'a> Evaluator<'a> {
             let gi = match index.get(&key) {
                 Some(&g) => g,
                 None => {
-                    let out = Arc::new(key.without_metric_name());
+                    let out = Arc::new(crate::engine::drop_metric_name(&key));
                     index.insert(key, groups.len());
                     groups.push((out, Vec::new()));
                     groups.len() - 1
@@ -1097,12 +1117,19 @@ impl<'a> Evaluator<'a> {
             };
             groups[gi].1.push((ub, si));
         }
-        let n = grid.len();
-        let mut out = Vec::with_capacity(groups.len());
+        let nq = qs.len().max(1);
+        let mut out: Vec<StepSeries> = Vec::new();
         let mut cursors = vec![0usize; series.len()];
         let mut monotonic_warned = false;
         for (labels, members) in &groups {
-            let mut points = Vec::new();
+            if let Some(l) = &qlabel {
+                if labels.get(l).is_some() {
+                    return exec_err(format!(
+                        "label {l:?} already exists in the input of histogram_quantiles"
+                    ));
+                }
+            }
+            let mut points: Vec<Vec<(i64, f64)>> = vec![Vec::new(); nq];
             for i in 0..n {
                 let t = grid.ts(i);
                 let mut buckets: Vec<(f64, f64)> = Vec::with_capacity(members.len());
@@ -1119,10 +1146,13 @@ impl<'a> Evaluator<'a> {
                 if buckets.is_empty() {
                     continue;
                 }
-                let v = if let Some(p2) = &p2 {
-                    bucket_fraction(p1[i], p2[i], &mut buckets)
-                } else {
-                    let (v, forced) = bucket_quantile(p1[i], &mut buckets);
+                if let Some((lo, hi)) = &bounds {
+                    points[0].push((t, bucket_fraction(lo[i], hi[i], &mut buckets)));
+                    continue;
+                }
+                for (k, q) in qs.iter().enumerate() {
+                    let mut b = buckets.clone();
+                    let (v, forced) = bucket_quantile(q[i], &mut b);
                     if forced && !monotonic_warned {
                         monotonic_warned = true;
                         self.infos.push(format!(
@@ -1131,25 +1161,36 @@ impl<'a> Evaluator<'a> {
                             pos_of(vec_arg)
                         ));
                     }
-                    v
-                };
-                points.push((t, v));
+                    points[k].push((t, v));
+                }
             }
-            if !points.is_empty() {
+            for (k, pts) in points.into_iter().enumerate() {
+                if pts.is_empty() {
+                    continue;
+                }
+                let labels = match &qlabel {
+                    Some(l) => {
+                        let mut b = labels.to_builder();
+                        b.set(l.as_str(), format_quantile_label(qs[k][0]));
+                        Arc::new(b.build())
+                    }
+                    None => labels.clone(),
+                };
                 out.push(StepSeries {
-                    labels: labels.clone(),
-                    points,
+                    labels,
+                    points: pts,
                     drop_name: false,
                 });
             }
         }
-        if !fraction {
-            if let Some(q) = p1.first() {
+        for (k, q) in qs.iter().enumerate() {
+            if let Some(q) = q.first() {
                 if !(0.0..=1.0).contains(q) {
+                    let at = if qlabel.is_some() { &c.args[2 + k] } else { &c.args[0] };
                     self.warnings.push(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}{}",
                         panoptes_promql_parser::format_float(*q),
-                        pos_of(&c.args[0])
+                        pos_of(at)
                     ));
                 }
             }
@@ -1266,7 +1307,9 @@ pub(crate) fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> (f64, bo
 }
 
 /// Fraction of observations between `lower` and `upper` over classic
-/// buckets, interpolating linearly inside buckets.
+/// buckets: finite buckets contribute in proportion to their overlap; a
+/// bucket of infinite width contributes fully only when the range reaches
+/// its infinite end, and nothing otherwise.
 pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     sort_coalesce(buckets);
     match buckets.last() {
@@ -1280,36 +1323,46 @@ pub(crate) fn bucket_fraction(lower: f64, upper: f64, buckets: &mut Vec<(f64, f6
     if lower >= upper {
         return 0.0;
     }
-    // Inside a bucket of infinite width nothing is interpolated: the part
-    // of it within [lower, upper] is taken to hold no observations.
-    let rank_at = |x: f64, is_lower: bool| -> f64 {
-        let mut prev_ub = f64::NEG_INFINITY;
-        let mut prev_count = 0.0;
-        for (i, &(ub, cnt)) in buckets.iter().enumerate() {
-            if x < ub {
-                let lb = if i == 0 {
-                    if ub > 0.0 {
-                        0.0
-                    } else {
-                        f64::NEG_INFINITY
-                    }
-                } else {
-                    prev_ub
-                };
-                if x <= lb {
-                    return prev_count;
-                }
-                if lb.is_infinite() || ub.is_infinite() {
-                    return if is_lower { cnt } else { prev_count };
-                }
-                return prev_count + (cnt - prev_count) * (x - lb) / (ub - lb);
+    let mut sum = 0.0;
+    let mut prev_ub = f64::NEG_INFINITY;
+    let mut prev_count = 0.0;
+    for (i, &(ub, cnt)) in buckets.iter().enumerate() {
+        let lb = if i == 0 && ub > 0.0 { 0.0 } else { prev_ub };
+        let c = cnt - prev_count;
+        if lb.is_infinite() || ub.is_infinite() {
+            if (lb.is_infinite() && lower == f64::NEG_INFINITY && upper > lb)
+                || (ub.is_infinite() && upper == f64::INFINITY && lower < ub)
+            {
+                sum += c;
             }
-            prev_ub = ub;
-            prev_count = cnt;
+        } else {
+            let lo = lower.max(lb);
+            let hi = upper.min(ub);
+            if hi > lo && ub > lb {
+                sum += c * (hi - lo) / (ub - lb);
+            }
         }
-        prev_count
-    };
-    (rank_at(upper, false) - rank_at(lower, true)) / total
+        prev_ub = ub;
+        prev_count = cnt;
+    }
+    sum / total
+}
+
+/// A quantile as the label value `histogram_quantiles` gives it (`0.0`,
+/// `0.25`, `1.0`, `NaN`).
+fn format_quantile_label(q: f64) -> String {
+    if q.is_nan() {
+        return "NaN".into();
+    }
+    if q.is_infinite() {
+        return if q > 0.0 { "+Inf".into() } else { "-Inf".into() };
+    }
+    let s = format!("{q}");
+    if s.contains('.') {
+        s
+    } else {
+        format!("{s}.0")
+    }
 }
 
 #[cfg(test)]
