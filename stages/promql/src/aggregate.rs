@@ -164,16 +164,8 @@ impl<'a> Evaluator<'a> {
                     }
                     AggregateOp::Count => x.value = x.n,
                     AggregateOp::Group => {}
-                    AggregateOp::Min => {
-                        if x.value > v || x.value.is_nan() {
-                            x.value = v;
-                        }
-                    }
-                    AggregateOp::Max => {
-                        if x.value < v || x.value.is_nan() {
-                            x.value = v;
-                        }
-                    }
+                    AggregateOp::Min if x.value > v || x.value.is_nan() => x.value = v,
+                    AggregateOp::Max if x.value < v || x.value.is_nan() => x.value = v,
                     AggregateOp::Stddev | AggregateOp::Stdvar => {
                         let delta = v - x.mean;
                         x.mean += delta / x.n;
@@ -283,7 +275,7 @@ impl<'a> Evaluator<'a> {
                         if k < 1 {
                             continue;
                         }
-                        let k = (k.min(i64::MAX) as usize).min(members.len());
+                        let k = (k as usize).min(members.len());
                         let top = a.op == AggregateOp::Topk;
                         // NaN sorts last for both directions.
                         members.sort_by(|x, y| {

@@ -394,7 +394,7 @@ impl<'a> Evaluator<'a> {
                 if m.card != Cardinality::OneToOne {
                     let labels = out.series[slot].labels.clone();
                     let entry = inserted.entry(sig).or_default();
-                    if entry.iter().any(|l| *l == labels) {
+                    if entry.contains(&labels) {
                         return exec_err(
                             "multiple matches for labels: grouping labels must ensure unique matches",
                         );

@@ -95,9 +95,6 @@ pub(crate) struct RangeArg {
     pub anchored: bool,
     pub smoothed: bool,
     pub is_selector: bool,
-    /// For anchored/smoothed: the sample before each window's start is
-    /// available in `series` (selected with lookback).
-    pub metric_name: Option<String>,
 }
 
 impl RangeArg {
@@ -231,10 +228,12 @@ impl Engine {
         }
         match expr.value_type() {
             ValueType::Scalar | ValueType::Vector => {}
-            t => return Err(QueryError::BadData(format!(
+            t => {
+                return Err(QueryError::BadData(format!(
                 "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
                 t.name()
-            ))),
+            )))
+            }
         }
         let mut ev = self.evaluator(store, start_ms, end_ms, step_ms, true);
         let grid = Grid {
@@ -602,7 +601,6 @@ impl<'a> Evaluator<'a> {
             anchored: vs.anchored,
             smoothed: vs.smoothed,
             is_selector: true,
-            metric_name: vs.name.clone(),
         })
     }
 
@@ -660,7 +658,6 @@ impl<'a> Evaluator<'a> {
             anchored: false,
             smoothed: false,
             is_selector: false,
-            metric_name: None,
         })
     }
 

@@ -641,7 +641,9 @@ impl<'a> Evaluator<'a> {
                 let a = self.eval_scalar(&c.args[0], grid)?;
                 let b = self.eval_scalar(&c.args[1], grid)?;
                 let f = if name == "min_of" { go_min } else { go_max };
-                return Ok(EvalVal::Scalar(a.iter().zip(&b).map(|(x, y)| f(*x, *y)).collect()));
+                return Ok(EvalVal::Scalar(
+                    a.iter().zip(&b).map(|(x, y)| f(*x, *y)).collect(),
+                ));
             }
             "start" => return Ok(EvalVal::Scalar(vec![self.query_start as f64 / 1000.0; n])),
             "end" => return Ok(EvalVal::Scalar(vec![self.query_end as f64 / 1000.0; n])),
@@ -711,14 +713,8 @@ impl<'a> Evaluator<'a> {
                 return self.histogram_fn(c, grid)
             }
             "info" => return self.info_fn(c, grid),
-            "histogram_count"
-            | "histogram_sum"
-            | "histogram_avg"
-            | "histogram_stddev"
-            | "histogram_stdvar"
-            | "histogram_quantiles"
-            | "start_timestamp"
-            | "integral" => {
+            "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
+            | "histogram_stdvar" | "start_timestamp" | "integral" => {
                 // Native histograms are not stored: these see only floats,
                 // which they ignore.
                 let _ = self.eval(&c.args[0], grid)?;
@@ -1084,7 +1080,7 @@ impl<'a> Evaluator<'a> {
         let series = self.eval_vector(vec_arg, grid)?;
         // Group series by labels without `le` (the name stays in the key but
         // not in the output).
-        let mut groups: Vec<(Arc<Labels>, Vec<(f64, usize)>)> = Vec::new();
+        let mut groups: Vec<BucketGroup> = Vec::new();
         let mut index: HashMap<Labels, usize> = HashMap::new();
         let mut warned: Vec<String> = Vec::new();
         for (si, s) in series.iter().enumerate() {
@@ -1186,7 +1182,11 @@ impl<'a> Evaluator<'a> {
         for (k, q) in qs.iter().enumerate() {
             if let Some(q) = q.first() {
                 if !(0.0..=1.0).contains(q) {
-                    let at = if qlabel.is_some() { &c.args[2 + k] } else { &c.args[0] };
+                    let at = if qlabel.is_some() {
+                        &c.args[2 + k]
+                    } else {
+                        &c.args[0]
+                    };
                     self.warnings.push(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}{}",
                         panoptes_promql_parser::format_float(*q),
@@ -1202,6 +1202,9 @@ impl<'a> Evaluator<'a> {
         crate::info::eval_info(self, c, grid)
     }
 }
+
+/// Output labels of one histogram and its buckets `(upper bound, series)`.
+type BucketGroup = (Arc<Labels>, Vec<(f64, usize)>);
 
 /// Parses a float as Go's `strconv.ParseFloat` accepts it (incl. `+Inf`).
 pub(crate) fn parse_go_float(s: &str) -> Option<f64> {
@@ -1355,7 +1358,11 @@ fn format_quantile_label(q: f64) -> String {
         return "NaN".into();
     }
     if q.is_infinite() {
-        return if q > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if q > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     let s = format!("{q}");
     if s.contains('.') {

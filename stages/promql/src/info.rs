@@ -33,7 +33,17 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
     if name_matchers.is_empty() {
         name_matchers.push(Matcher::equal(METRIC_NAME, "target_info"));
     }
-    let mut all = name_matchers.clone();
+    // Without an exact name, only metrics named like info metrics qualify.
+    let exact = name_matchers
+        .iter()
+        .any(|m| m.op == panoptes_model::MatchOp::Equal);
+    let mut select_name = name_matchers.clone();
+    if !exact {
+        if let Ok(m) = Matcher::new(panoptes_model::MatchOp::RegexMatch, METRIC_NAME, ".*_info") {
+            select_name.push(m);
+        }
+    }
+    let mut all = select_name;
     all.extend(data_matchers.iter().cloned());
     let info_vs = VectorSelector {
         name: None,
@@ -70,7 +80,9 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
             t - grid.start + r0
         }
     };
-    let infos = ev.eval_vector_selector(&info_vs, info_grid, false)?;
+    // Values are the samples' timestamps: of several series of one info
+    // metric, the most recent one wins.
+    let infos = ev.eval_vector_selector(&info_vs, info_grid, true)?;
     // Info series by identifying-label values.
     let mut by_id: HashMap<(String, String), Vec<usize>> = HashMap::new();
     for (i, s) in infos.iter().enumerate() {
@@ -85,7 +97,14 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
     let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
     for s in &input {
         let name = s.labels.metric_name().unwrap_or("");
-        let is_info = name_matchers.iter().all(|m| m.matches(name));
+        // Input series that are themselves info series (by a positive name
+        // matcher) are passed through unchanged.
+        let is_info = name_matchers.iter().any(|m| {
+            matches!(
+                m.op,
+                panoptes_model::MatchOp::Equal | panoptes_model::MatchOp::RegexMatch
+            )
+        }) && name_matchers.iter().all(|m| m.matches(name));
         let key = (
             s.labels.get("instance").unwrap_or("").to_string(),
             s.labels.get("job").unwrap_or("").to_string(),
@@ -97,12 +116,23 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
             if let Some(cands) = candidates {
                 let mut b = s.labels.to_builder();
                 let mut added: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+                // Latest series per info metric name at this time.
+                let mut best: Vec<(&str, f64, usize)> = Vec::new();
                 for &ci in cands {
                     let info = &infos[ci];
                     let Ok(pi) = info.points.binary_search_by_key(&map_t(t), |p| p.0) else {
                         continue;
                     };
-                    let _ = pi;
+                    let ts = info.points[pi].1;
+                    let iname = info.labels.metric_name().unwrap_or("");
+                    match best.iter_mut().find(|b| b.0 == iname) {
+                        Some(b) if ts > b.1 => *b = (iname, ts, ci),
+                        Some(_) => {}
+                        None => best.push((iname, ts, ci)),
+                    }
+                }
+                for &(_, _, ci) in &best {
+                    let info = &infos[ci];
                     matched = true;
                     for l in info.labels.iter() {
                         let n = &*l.name;
@@ -118,7 +148,8 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
                         if let Some((_, v)) = added.iter().find(|(an, _)| **an == *n) {
                             if *v != l.value {
                                 return exec_err(format!(
-                                    "found duplicate series for info metric: conflicting values for label {n:?}"
+                                    "conflicting label {n:?}: info series disagree ({v:?} and {:?})",
+                                    &*l.value
                                 ));
                             }
                             continue;
@@ -162,7 +193,11 @@ fn ref_time(ev: &Evaluator<'_>, e: &Expr, t: i64) -> i64 {
         }
         Expr::Matrix(ms) => {
             ev.resolve_at(&ms.vector.at).unwrap_or(t)
-                - ms.vector.offset.as_ref().map(|d| ev.duration_ms(d)).unwrap_or(0)
+                - ms.vector
+                    .offset
+                    .as_ref()
+                    .map(|d| ev.duration_ms(d))
+                    .unwrap_or(0)
         }
         Expr::Subquery(sq) => {
             let te = ev.resolve_at(&sq.at).unwrap_or(t)

@@ -136,9 +136,9 @@ fn expand_value(tok: &str, line: usize) -> Result<Vec<ExpVal>, ScriptError> {
         return Ok(vec![Some(stale_nan())]);
     }
     // `0x59` is 0 repeated, not hex: repetition wins over hex literals.
-    let is_repeat = tok
-        .rsplit_once('x')
-        .is_some_and(|(b, n)| !b.is_empty() && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+    let is_repeat = tok.rsplit_once('x').is_some_and(|(b, n)| {
+        !b.is_empty() && !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())
+    });
     if let Some(v) = parse_number(tok).filter(|_| !is_repeat) {
         return Ok(vec![Some(v)]);
     }
@@ -560,27 +560,17 @@ fn uses_funcs(e: &Expr, names: &[&str]) -> bool {
 
 /// Whether the expression uses step()/range() in a duration position.
 fn uses_dynamic_durations(e: &Expr) -> bool {
+    let dynamic = |d: &Option<panoptes_promql_parser::DurationExpr>| {
+        d.as_ref().is_some_and(|d| d.is_dynamic())
+    };
     let mut found = false;
-    e.walk(&mut |n| match n {
-        Expr::Vector(vs) => {
-            if vs.offset.as_ref().is_some_and(|d| d.is_dynamic()) {
-                found = true;
-            }
-        }
-        Expr::Matrix(ms) => {
-            if ms.range.is_dynamic() || ms.vector.offset.as_ref().is_some_and(|d| d.is_dynamic()) {
-                found = true;
-            }
-        }
-        Expr::Subquery(sq) => {
-            if sq.range.is_dynamic()
-                || sq.step.as_ref().is_some_and(|d| d.is_dynamic())
-                || sq.offset.as_ref().is_some_and(|d| d.is_dynamic())
-            {
-                found = true;
-            }
-        }
-        _ => {}
+    e.walk(&mut |n| {
+        found |= match n {
+            Expr::Vector(vs) => dynamic(&vs.offset),
+            Expr::Matrix(ms) => ms.range.is_dynamic() || dynamic(&ms.vector.offset),
+            Expr::Subquery(sq) => sq.range.is_dynamic() || dynamic(&sq.step) || dynamic(&sq.offset),
+            _ => false,
+        };
     });
     found
 }
@@ -709,7 +699,11 @@ fn run_eval(
     match &parsed {
         Ok(e) if touches_nh(e, nh) => return Ok(report(Outcome::Skip)),
         // Unparseable (e.g. histogram-only operators): judge by names.
-        Err(_) if nh.iter().any(|l| l.metric_name().is_some_and(|n| expr_text.contains(n))) => {
+        Err(_)
+            if nh
+                .iter()
+                .any(|l| l.metric_name().is_some_and(|n| expr_text.contains(n))) =>
+        {
             return Ok(report(Outcome::Skip))
         }
         _ => {}
