@@ -16,40 +16,31 @@ fn testdata(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
-/// Converts a text-format body to OpenMetrics: counters' samples must end in
-/// `_total` (their family drops it), `untyped` becomes `unknown`, comments
-/// and blank lines go, and `# EOF` ends it.
+/// Converts a text-format body to OpenMetrics: `untyped` becomes `unknown`,
+/// comments and blank lines go, and `# EOF` ends it. Family names stay as
+/// they are (a counter family keeps its `_total`, which both Prometheus and
+/// this parser accept).
 fn to_openmetrics(text: &[u8]) -> Vec<u8> {
     let text = std::str::from_utf8(text).expect("utf8 body");
     let mut out = String::with_capacity(text.len() + 16);
     for line in text.lines() {
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(rest) = line
-            .strip_prefix("# HELP ")
-            .or_else(|| line.strip_prefix("# TYPE "))
+        if line.is_empty()
+            || (line.starts_with('#')
+                && !line.starts_with("# HELP ")
+                && !line.starts_with("# TYPE "))
         {
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            let is_type = line.starts_with("# TYPE");
-            let name = name.strip_suffix("_total").unwrap_or(name);
-            let tail = if is_type && tail == "untyped" {
-                "unknown"
-            } else {
-                tail
-            };
-            let _ = writeln!(
-                out,
-                "# {} {name} {tail}",
-                if is_type { "TYPE" } else { "HELP" }
-            );
             continue;
         }
-        if line.starts_with('#') {
-            continue;
+        match line.strip_suffix(" untyped") {
+            Some(head) if line.starts_with("# TYPE ") => {
+                out.push_str(head);
+                out.push_str(" unknown\n");
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
-        out.push_str(line);
-        out.push('\n');
     }
     out.push_str("# EOF\n");
     out.into_bytes()

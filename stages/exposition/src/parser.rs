@@ -7,12 +7,16 @@
 
 use std::borrow::Cow;
 use std::collections::hash_map::Entry as MapEntry;
-use std::collections::{HashMap, HashSet};
 
 use memchr::memchr;
-use nom::character::complete::char;
+use nom::branch::alt;
+use nom::bytes::complete::tag;
+use nom::character::complete::{char, space1};
+use nom::combinator::value;
+use nom::sequence::{delimited, preceded};
 use nom::Parser as _;
 use panoptes_model::MetricType;
+use rustc_hash::{FxHashMap, FxHashSet};
 use smallvec::SmallVec;
 
 use crate::error::{
@@ -169,17 +173,51 @@ impl<'a> Iterator for Parser<'a> {
             self.pos = end + 1;
             self.line_no += 1;
             let raw: &'a [u8] = &self.body[start..end];
+            // The labels are collected here and moved once, into the
+            // returned entry: samples are large and this is the hot path.
+            let mut labels = LabelPairs::new();
             let parsed = match self.format {
-                Format::PrometheusText => self.text_line(raw, line_no),
-                Format::OpenMetrics => self.om_line(raw, line_no),
+                Format::PrometheusText => self.text_line(raw, line_no, &mut labels),
+                Format::OpenMetrics => self.om_line(raw, line_no, &mut labels),
             };
             match parsed {
-                Ok(Some(entry)) => return Some(Ok(entry)),
-                Ok(None) => continue,
+                Ok(Line::Sample(h)) => {
+                    return Some(Ok(Entry::Sample(SampleEntry {
+                        series: h.series,
+                        name: h.name,
+                        labels,
+                        value: h.value,
+                        timestamp_ms: h.timestamp_ms,
+                        exemplar: h.exemplar,
+                    })))
+                }
+                Ok(Line::Meta(entry)) => return Some(Ok(entry)),
+                Ok(Line::Skip) => continue,
                 Err(e) => return self.fail(e),
             }
         }
     }
+}
+
+/// What one line turned out to be. A transient value on the stack; the size
+/// of the (rare) metadata variant does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Line<'a> {
+    /// A blank line, a comment or `# EOF`.
+    Skip,
+    /// HELP, TYPE or UNIT.
+    Meta(Entry<'a>),
+    /// A sample, whose labels were written to the caller's buffer.
+    Sample(SampleHead<'a>),
+}
+
+/// A sample without its labels.
+struct SampleHead<'a> {
+    series: &'a str,
+    name: &'a str,
+    value: f64,
+    timestamp_ms: Option<i64>,
+    exemplar: Option<Exemplar<'a>>,
 }
 
 /// Checks a line is UTF-8, pointing at the first bad byte otherwise.
@@ -196,7 +234,16 @@ fn utf8_line(raw: &[u8], line_no: usize) -> Result<&str, ParseError> {
 }
 
 fn skip_blanks(i: &str) -> &str {
-    i.trim_start_matches([' ', '\t'])
+    // Most tokens are not preceded by blanks: answer that case cheaply.
+    if !matches!(i.as_bytes().first(), Some(b' ' | b'\t')) {
+        return i;
+    }
+    let n = i
+        .bytes()
+        .position(|c| c != b' ' && c != b'\t')
+        .unwrap_or(i.len());
+    // Blanks are ASCII, so `n` is a char boundary.
+    &i[n..]
 }
 
 /// Splits a token off `i` at the first byte for which `stop` is true.
@@ -258,10 +305,16 @@ fn label_set<'a>(
             return Ok((rest, ()));
         }
         let (r, name) = label_name(i, what)?;
-        if name == panoptes_model::METRIC_NAME || labels.iter().any(|(n, _)| *n == name) {
+        // Cheap byte checks before the full comparison: label sets are
+        // small and most names differ in length or first byte.
+        let first = name.as_bytes().first();
+        let clash = |n: &str| n.len() == name.len() && n.as_bytes().first() == first && n == name;
+        if clash(panoptes_model::METRIC_NAME) || labels.iter().any(|(n, _)| clash(n)) {
             return invalid(i, format!("duplicate label name {name:?}"));
         }
-        let (r, _) = expect("'=' after the label name", char('=')).parse(ws(r))?;
+        let Some(r) = ws(r).strip_prefix('=') else {
+            return expected(ws(r), "'=' after the label name");
+        };
         let (r, value) = quoted_value(ws(r))?;
         labels.push((name, value));
         let r = ws(r);
@@ -282,32 +335,36 @@ impl<'a> Parser<'a> {
         &mut self,
         raw: &'a [u8],
         line_no: usize,
-    ) -> Result<Option<Entry<'a>>, ParseError> {
+        labels: &mut LabelPairs<'a>,
+    ) -> Result<Line<'a>, ParseError> {
         let first = raw.iter().position(|c| *c != b' ' && *c != b'\t');
         let Some(first) = first else {
-            return Ok(None);
+            return Ok(Line::Skip);
         };
         if raw[first] == b'#' && !is_text_metadata(&raw[first + 1..]) {
             // Free-form comment: not validated, like Prometheus.
-            return Ok(None);
+            return Ok(Line::Skip);
         }
         let line = utf8_line(raw, line_no)?;
         let rest = &line[first..];
         let result = if rest.starts_with('#') {
-            self.text_metadata(rest)
+            self.text_metadata(rest).map(Line::Meta)
         } else {
-            self.sample(rest, false).map(|(_, s)| Entry::Sample(s))
+            self.sample(rest, false, labels).map(Line::Sample)
         };
-        result.map(Some).map_err(|e| locate(line, line_no, e))
+        result.map_err(|e| locate(line, line_no, e))
     }
 
     /// `# HELP name text` or `# TYPE name type` (the caller checked the
     /// keyword), with Prometheus's blank handling.
     fn text_metadata(&mut self, line: &'a str) -> Result<Entry<'a>, nom::Err<PErr<'a>>> {
-        let after_hash = skip_blanks(&line[1..]);
-        let is_help = after_hash.starts_with("HELP");
+        let keyword = alt((value(true, tag("HELP")), value(false, tag("TYPE"))));
+        let (at_name, is_help) = expect(
+            "\"# HELP\" or \"# TYPE\"",
+            delimited((char('#'), space1), keyword, space1),
+        )
+        .parse(line)?;
         let keyword = if is_help { "HELP" } else { "TYPE" };
-        let at_name = skip_blanks(&after_hash[4..]);
         let what = if is_help {
             "a metric name after HELP"
         } else {
@@ -364,7 +421,12 @@ impl<'a> Parser<'a> {
     }
 
     /// One line of OpenMetrics 1.0 text; `None` for `# EOF`.
-    fn om_line(&mut self, raw: &'a [u8], line_no: usize) -> Result<Option<Entry<'a>>, ParseError> {
+    fn om_line(
+        &mut self,
+        raw: &'a [u8],
+        line_no: usize,
+        labels: &mut LabelPairs<'a>,
+    ) -> Result<Line<'a>, ParseError> {
         if raw.is_empty() {
             return Err(ParseError {
                 line: line_no,
@@ -377,8 +439,9 @@ impl<'a> Parser<'a> {
         let line = utf8_line(raw, line_no)?;
         let result = if line.starts_with('#') {
             self.om_metadata(line)
+                .map(|e| e.map_or(Line::Skip, Line::Meta))
         } else {
-            self.sample(line, true).map(|(_, s)| Some(Entry::Sample(s)))
+            self.sample(line, true, labels).map(Line::Sample)
         };
         result.map_err(|e| locate(line, line_no, e))
     }
@@ -387,23 +450,19 @@ impl<'a> Parser<'a> {
     /// comment.
     fn om_metadata(&mut self, line: &'a str) -> Result<Option<Entry<'a>>, nom::Err<PErr<'a>>> {
         const WHAT: &str = "\"# HELP\", \"# TYPE\", \"# UNIT\" or \"# EOF\" (OpenMetrics allows no other comments)";
-        let Some(rest) = line.strip_prefix("# ") else {
-            return Err(err_expected(line, WHAT));
-        };
-        let (kind, at_name) = if let Some(r) = rest.strip_prefix("HELP ") {
-            (MetaKind::Help, r)
-        } else if let Some(r) = rest.strip_prefix("TYPE ") {
-            (MetaKind::Type, r)
-        } else if let Some(r) = rest.strip_prefix("UNIT ") {
-            (MetaKind::Unit, r)
-        } else if let Some(r) = rest.strip_prefix("EOF") {
-            if !r.is_empty() {
-                return Err(err_expected(r, "end of line after \"# EOF\""));
+        let keyword = alt((
+            value(Some(MetaKind::Help), tag("HELP ")),
+            value(Some(MetaKind::Type), tag("TYPE ")),
+            value(Some(MetaKind::Unit), tag("UNIT ")),
+            value(None, tag("EOF")),
+        ));
+        let (at_name, kind) = expect(WHAT, preceded(tag("# "), keyword)).parse(line)?;
+        let Some(kind) = kind else {
+            if !at_name.is_empty() {
+                return Err(err_expected(at_name, "end of line after \"# EOF\""));
             }
             self.saw_eof = true;
             return Ok(None);
-        } else {
-            return Err(err_expected(line, WHAT));
         };
         let (r, family) = metric_name(at_name, kind.name_expectation())?;
         let Some(text) = r.strip_prefix(' ') else {
@@ -464,16 +523,20 @@ impl<'a> Parser<'a> {
 
     /// A sample line in either format (`om` selects the OpenMetrics rules:
     /// single spaces, float-second timestamps, exemplars).
-    fn sample(&mut self, line: &'a str, om: bool) -> Res<'a, SampleEntry<'a>> {
+    fn sample(
+        &mut self,
+        line: &'a str,
+        om: bool,
+        labels: &mut LabelPairs<'a>,
+    ) -> Result<SampleHead<'a>, nom::Err<PErr<'a>>> {
         let (after_name, name) = metric_name(line, "a metric name")?;
-        let mut labels = LabelPairs::new();
         let brace = if om {
             after_name
         } else {
             skip_blanks(after_name)
         };
         let (rest, series) = if let Some(inner) = brace.strip_prefix('{') {
-            let (rest, ()) = label_set(inner, &mut labels, !om, "a label name or '}'")?;
+            let (rest, ()) = label_set(inner, labels, !om, "a label name or '}'")?;
             (rest, &line[..line.len() - rest.len()])
         } else {
             (after_name, name)
@@ -482,72 +545,77 @@ impl<'a> Parser<'a> {
 
         let (rest, value_tok, value_at) = if om {
             let Some(r) = rest.strip_prefix(' ') else {
-                return expected(rest, "' ' and the sample value");
+                return Err(err_expected(rest, "' ' and the sample value"));
             };
             let (r2, tok) = token(r, |c| c == b' ');
             (r2, tok, r)
         } else {
             let r = skip_blanks(rest);
             if r.len() == rest.len() && !r.is_empty() {
-                return expected(r, "a blank and the sample value after the metric name");
+                return Err(err_expected(
+                    r,
+                    "a blank and the sample value after the metric name",
+                ));
             }
             let (r2, tok) = token(r, |c| c == b' ' || c == b'\t');
             (r2, tok, r)
         };
         if value_tok.is_empty() {
-            return expected(value_at, "the sample value");
+            return Err(err_expected(value_at, "the sample value"));
         }
         let value = float_token(value_at, value_tok, "sample value")?;
 
-        let mut entry = SampleEntry {
+        let mut entry = SampleHead {
             series,
             name,
-            labels,
             value,
             timestamp_ms: None,
             exemplar: None,
         };
         if om {
-            let rest = self.om_sample_tail(rest, &mut entry)?;
-            return Ok((rest, entry));
+            self.om_sample_tail(rest, &mut entry)?;
+            return Ok(entry);
         }
         let r = skip_blanks(rest);
         if r.is_empty() {
-            return Ok((r, entry));
+            return Ok(entry);
         }
         let (r2, ts_tok) = token(r, |c| c == b' ' || c == b'\t');
         match parse_int_timestamp(ts_tok) {
             Ok(ts) => entry.timestamp_ms = Some(ts),
             Err(crate::lex::NumberError::Range) => {
-                return invalid(
+                return Err(err_invalid(
                     r,
                     format!("timestamp {ts_tok:?} is out of the range of a 64-bit integer"),
-                )
+                ))
             }
             Err(_) if r.starts_with('#') => {
-                return invalid(
+                return Err(err_invalid(
                     r,
                     "expected a timestamp (integer milliseconds) or end of line, found '#' \
                      (exemplars are only allowed in OpenMetrics)"
                         .to_string(),
-                );
+                ));
             }
             Err(_) => {
-                return expected(r, "a timestamp (integer milliseconds) or end of line");
+                return Err(err_expected(
+                    r,
+                    "a timestamp (integer milliseconds) or end of line",
+                ));
             }
         }
         let r2 = skip_blanks(r2);
         if !r2.is_empty() {
-            return expected(r2, "end of line after the timestamp");
+            return Err(err_expected(r2, "end of line after the timestamp"));
         }
-        Ok((r2, entry))
+        Ok(entry)
     }
 
     /// After an OpenMetrics sample value: `[ timestamp][ # exemplar]`.
     fn om_sample_tail(
         &mut self,
         rest: &'a str,
-        entry: &mut SampleEntry<'a>,
+        entry: &mut SampleHead<'a>,
     ) -> Result<&'a str, nom::Err<PErr<'a>>> {
         let mut rest = rest;
         if rest.is_empty() {
@@ -689,8 +757,10 @@ struct MetaSeen {
 #[derive(Default)]
 struct Families<'a> {
     last_sample_name: &'a str,
-    sample_names: HashSet<&'a str>,
-    meta: HashMap<&'a str, MetaSeen>,
+    sample_names: FxHashSet<&'a str>,
+    meta: FxHashMap<&'a str, MetaSeen>,
+    /// Reused buffer for `family + suffix` lookups.
+    scratch: String,
 }
 
 impl<'a> Families<'a> {
@@ -740,10 +810,10 @@ impl<'a> Families<'a> {
                 if after_samples {
                     break;
                 }
-                let mut name = String::with_capacity(family.len() + suffix.len());
-                name.push_str(family);
-                name.push_str(suffix);
-                after_samples = self.sample_names.contains(name.as_str());
+                self.scratch.clear();
+                self.scratch.push_str(family);
+                self.scratch.push_str(suffix);
+                after_samples = self.sample_names.contains(self.scratch.as_str());
             }
         }
         if after_samples {
