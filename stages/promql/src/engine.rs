@@ -585,7 +585,9 @@ impl<'a> Evaluator<'a> {
             if points.is_empty() {
                 continue;
             }
-            total += points.len();
+            // Samples held at once: those of one window (the last one).
+            let lo = points.partition_point(|p| p.0 <= last_te - range);
+            total += points.len() - lo.min(points.len());
             series.push(StepSeries {
                 labels: Arc::new(s.labels),
                 points,
