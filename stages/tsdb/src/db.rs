@@ -176,6 +176,51 @@ pub struct DbStats {
     pub checkpoints: u64,
 }
 
+/// The WAL plus scratch buffers reused by every append (the appender
+/// lock guards both).
+struct Appender {
+    wal: Wal,
+    hash_buf: Vec<u8>,
+    hashes: Vec<u64>,
+    refs: Vec<Option<u32>>,
+    accepted: Vec<(RefSample, Verdict)>,
+    samples_tmp: Vec<RefSample>,
+    last: HashMap<u32, (i64, u64)>,
+    ooo_seen: HashMap<(u32, i64), u64>,
+    series_rec: Vec<u8>,
+    samples_rec: Vec<u8>,
+}
+
+impl Appender {
+    fn new(wal: Wal) -> Self {
+        Appender {
+            wal,
+            hash_buf: Vec::new(),
+            hashes: Vec::new(),
+            refs: Vec::new(),
+            accepted: Vec::new(),
+            samples_tmp: Vec::new(),
+            last: HashMap::new(),
+            ooo_seen: HashMap::new(),
+            series_rec: Vec::new(),
+            samples_rec: Vec::new(),
+        }
+    }
+}
+
+impl std::ops::Deref for Appender {
+    type Target = Wal;
+    fn deref(&self) -> &Wal {
+        &self.wal
+    }
+}
+
+impl std::ops::DerefMut for Appender {
+    fn deref_mut(&mut self) -> &mut Wal {
+        &mut self.wal
+    }
+}
+
 /// The time-series database.
 pub struct Db {
     dir: PathBuf,
@@ -184,7 +229,7 @@ pub struct Db {
     /// Also the appender lock: appends are serialized through it, and head
     /// truncation takes it so that no append sits between judging its
     /// samples and applying them.
-    wal: Mutex<Wal>,
+    wal: Mutex<Appender>,
     blocks: RwLock<Vec<Arc<Block>>>,
     counters: Counters,
     maintenance: Mutex<()>,
@@ -295,7 +340,7 @@ impl Db {
             dir,
             opts: RwLock::new(opts),
             head: RwLock::new(head),
-            wal: Mutex::new(wal),
+            wal: Mutex::new(Appender::new(wal)),
             blocks: RwLock::new(blocks),
             counters,
             maintenance: Mutex::new(()),
@@ -330,47 +375,52 @@ impl Db {
         if batch.samples.is_empty() {
             return Ok(out);
         }
-        let mut wal = self.wal.lock();
+        let mut guard = self.wal.lock();
+        let app = &mut *guard;
+        let n = batch.samples.len();
         // Resolve series, creating the missing ones.
-        let mut refs: Vec<Option<u32>> = {
+        app.hashes.clear();
+        app.refs.clear();
+        {
             let head = self.head.read();
-            batch
-                .samples
-                .iter()
-                .map(|s| head.lookup(&s.labels))
-                .collect()
-        };
+            for s in &batch.samples {
+                let h = head::label_hash(&s.labels, &mut app.hash_buf);
+                app.hashes.push(h);
+                app.refs.push(head.lookup_hashed(&s.labels, h));
+            }
+        }
         let mut new_series: Vec<(u32, Labels)> = Vec::new();
-        if refs.iter().any(|r| r.is_none()) {
+        if app.refs.iter().any(|r| r.is_none()) {
             let mut head = self.head.write();
-            let first_new = head.next_ref();
             for (i, s) in batch.samples.iter().enumerate() {
-                if refs[i].is_none() && !s.labels.is_empty() {
-                    let r = head.create(&s.labels, None);
-                    if r >= first_new && !new_series.iter().any(|(x, _)| *x == r) {
+                if app.refs[i].is_none() && !s.labels.is_empty() {
+                    let fresh = head.next_ref();
+                    let r = head.create_hashed(&s.labels, app.hashes[i], None);
+                    if r >= fresh {
                         new_series.push((r, s.labels.clone()));
                     }
-                    refs[i] = Some(r);
+                    app.refs[i] = Some(r);
                 }
             }
         }
         // Judge every sample against the head plus what this batch already
         // accepted.
         let mut rejected = [0u64; 4];
-        let mut accepted: Vec<(RefSample, Verdict)> = Vec::with_capacity(batch.samples.len());
+        app.accepted.clear();
+        app.accepted.reserve(n);
+        app.last.clear();
+        app.ooo_seen.clear();
         {
             let head = self.head.read();
-            let mut last: HashMap<u32, (i64, u64)> = HashMap::new();
-            let mut ooo_seen: HashMap<(u32, i64), u64> = HashMap::new();
-            for (s, r) in batch.samples.iter().zip(&refs) {
+            for (s, r) in batch.samples.iter().zip(&app.refs) {
                 let Some(r) = *r else {
                     rejected[reason_index(RejectReason::EmptyLabels)] += 1;
                     continue;
                 };
-                let prev = *last.entry(r).or_insert_with(|| head.last_sample(r));
+                let prev = *app.last.entry(r).or_insert_with(|| head.last_sample(r));
                 let mut verdict = head.verdict(r, prev, s.timestamp_ms, s.value);
                 if verdict == Verdict::OutOfOrder {
-                    if let Some(&bits) = ooo_seen.get(&(r, s.timestamp_ms)) {
+                    if let Some(&bits) = app.ooo_seen.get(&(r, s.timestamp_ms)) {
                         verdict = if bits == s.value.to_bits() {
                             Verdict::Ignored
                         } else {
@@ -380,10 +430,10 @@ impl Db {
                 }
                 match verdict {
                     Verdict::InOrder => {
-                        last.insert(r, (s.timestamp_ms, s.value.to_bits()));
+                        app.last.insert(r, (s.timestamp_ms, s.value.to_bits()));
                     }
                     Verdict::OutOfOrder => {
-                        ooo_seen.insert((r, s.timestamp_ms), s.value.to_bits());
+                        app.ooo_seen.insert((r, s.timestamp_ms), s.value.to_bits());
                     }
                     Verdict::Ignored => {
                         out.ignored += 1;
@@ -394,7 +444,7 @@ impl Db {
                         continue;
                     }
                 }
-                accepted.push((
+                app.accepted.push((
                     RefSample {
                         r,
                         t: s.timestamp_ms,
@@ -405,17 +455,18 @@ impl Db {
             }
         }
         // WAL first.
-        let mut series_rec = Vec::new();
+        app.series_rec.clear();
         if !new_series.is_empty() {
             let refs: Vec<(u32, &Labels)> = new_series.iter().map(|(r, l)| (*r, l)).collect();
-            wal::encode_series(&refs, &mut series_rec);
+            wal::encode_series(&refs, &mut app.series_rec);
         }
-        let mut samples_rec = Vec::new();
-        if !accepted.is_empty() {
-            let s: Vec<RefSample> = accepted.iter().map(|a| a.0).collect();
-            wal::encode_samples(&s, &mut samples_rec);
+        app.samples_rec.clear();
+        app.samples_tmp.clear();
+        app.samples_tmp.extend(app.accepted.iter().map(|a| a.0));
+        if !app.samples_tmp.is_empty() {
+            wal::encode_samples(&app.samples_tmp, &mut app.samples_rec);
         }
-        if let Err(e) = wal.log(&[&series_rec, &samples_rec]) {
+        if let Err(e) = app.wal.log(&[&app.series_rec, &app.samples_rec]) {
             self.counters
                 .append_failures
                 .fetch_add(1, Ordering::Relaxed);
@@ -424,16 +475,17 @@ impl Db {
         // Then the head.
         {
             let mut head = self.head.write();
-            for (s, verdict) in &accepted {
+            for (s, verdict) in &app.accepted {
                 head.apply(s.r, s.t, s.v, *verdict);
             }
         }
-        drop(wal);
-        out.appended = accepted.len() as u64;
-        out.out_of_order_appended = accepted
+        out.appended = app.accepted.len() as u64;
+        out.out_of_order_appended = app
+            .accepted
             .iter()
             .filter(|a| a.1 == Verdict::OutOfOrder)
             .count() as u64;
+        drop(guard);
         out.new_series = new_series.len() as u64;
         for reason in RejectReason::ALL {
             let n = rejected[reason_index(reason)];

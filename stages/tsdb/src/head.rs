@@ -207,9 +207,9 @@ pub struct HeadStats {
 pub struct Head {
     series: Vec<Option<Box<MemSeries>>>,
     live: usize,
-    by_hash: HashMap<u64, u32>,
+    by_hash: HashMap<u64, u32, IdentityHash>,
     /// Refs whose label hash collided with another live series' hash.
-    collisions: HashMap<u64, Vec<u32>>,
+    collisions: HashMap<u64, Vec<u32>, IdentityHash>,
     postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u32>>>,
     symbols: HashSet<Arc<str>>,
     /// Samples older than this are refused (end of the newest block).
@@ -226,8 +226,8 @@ impl Head {
         Head {
             series: Vec::new(),
             live: 0,
-            by_hash: HashMap::new(),
-            collisions: HashMap::new(),
+            by_hash: HashMap::default(),
+            collisions: HashMap::default(),
             postings: HashMap::new(),
             symbols: HashSet::new(),
             min_valid_t: i64::MIN,
@@ -287,7 +287,12 @@ impl Head {
 
     /// The reference of an existing series.
     pub fn lookup(&self, labels: &Labels) -> Option<u32> {
-        let h = labels.stable_hash();
+        self.lookup_hashed(labels, labels.stable_hash())
+    }
+
+    /// [`Head::lookup`] with the label hash already computed (see
+    /// [`label_hash`]).
+    pub fn lookup_hashed(&self, labels: &Labels, h: u64) -> Option<u32> {
         if let Some(&r) = self.by_hash.get(&h) {
             if self.get(r).is_some_and(|s| &s.labels == labels) {
                 return Some(r);
@@ -315,7 +320,13 @@ impl Head {
     /// Creates a series with a given reference (WAL replay) or the next one.
     /// Returns the existing reference if the label set is already present.
     pub fn create(&mut self, labels: &Labels, want_ref: Option<u32>) -> u32 {
-        if let Some(r) = self.lookup(labels) {
+        let h = labels.stable_hash();
+        self.create_hashed(labels, h, want_ref)
+    }
+
+    /// [`Head::create`] with the label hash already computed.
+    pub fn create_hashed(&mut self, labels: &Labels, h: u64, want_ref: Option<u32>) -> u32 {
+        if let Some(r) = self.lookup_hashed(labels, h) {
             return r;
         }
         let r = match want_ref {
@@ -340,7 +351,6 @@ impl Head {
                 .or_default();
             insert_sorted(list, r);
         }
-        let h = labels.stable_hash();
         match self.by_hash.get(&h) {
             Some(&other) if self.get(other).is_some() => {
                 self.collisions.entry(h).or_default().push(r)
@@ -671,6 +681,49 @@ impl Head {
     }
 }
 
+/// A hasher for keys that are already hashes.
+#[derive(Clone, Copy, Default)]
+pub struct IdentityHash;
+
+impl std::hash::BuildHasher for IdentityHash {
+    type Hasher = IdentityHasher;
+    fn build_hasher(&self) -> IdentityHasher {
+        IdentityHasher(0)
+    }
+}
+
+/// See [`IdentityHash`].
+#[derive(Default)]
+pub struct IdentityHasher(u64);
+
+impl std::hash::Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) ^ b as u64 ^ (self.0 >> 56);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// The same value as [`Labels::stable_hash`], computed in one shot over a
+/// reusable buffer (the streaming hasher is several times slower on short
+/// label strings).
+pub fn label_hash(labels: &Labels, buf: &mut Vec<u8>) -> u64 {
+    buf.clear();
+    for l in labels.iter() {
+        buf.extend_from_slice(l.name.as_bytes());
+        buf.push(0xff);
+        buf.extend_from_slice(l.value.as_bytes());
+        buf.push(0xff);
+    }
+    xxhash_rust::xxh3::xxh3_64(buf)
+}
+
 /// Encodes sorted samples into chunks of at most [`SAMPLES_PER_CHUNK`].
 pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<HeadChunk> {
     samples
@@ -746,6 +799,18 @@ mod tests {
         let verdict = h.verdict(r, h.last_sample(r), t, v);
         h.apply(r, t, v, verdict);
         verdict
+    }
+
+    #[test]
+    fn one_shot_hash_equals_stable_hash() {
+        let mut buf = Vec::new();
+        for l in [
+            Labels::empty(),
+            lbl("up", "api"),
+            Labels::from_pairs([("a", "x".repeat(300)), ("b", "ü".to_string())]),
+        ] {
+            assert_eq!(label_hash(&l, &mut buf), l.stable_hash());
+        }
     }
 
     #[test]
