@@ -39,8 +39,13 @@ fn quote_if_needed(v: &str) -> String {
 
 impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        let name = if field.name() == "message" { "msg" } else { field.name() };
-        self.0.push_str(&format!(" {name}={}", quote_if_needed(value)));
+        let name = if field.name() == "message" {
+            "msg"
+        } else {
+            field.name()
+        };
+        self.0
+            .push_str(&format!(" {name}={}", quote_if_needed(value)));
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {

@@ -107,7 +107,10 @@ fn main() -> ExitCode {
         Command::Validate { files, format } => validate(&files, format),
         Command::Schema => {
             let schema = pipeline_schema(&registry::registry());
-            println!("{}", serde_json::to_string_pretty(&schema).unwrap_or_default());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Graph { file } => graph(&file),
@@ -173,7 +176,9 @@ fn validate(files: &[PathBuf], format: OutputFormat) -> anyhow::Result<ExitCode>
     if format == OutputFormat::Json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({"valid": all_ok, "files": json_files}))?
+            serde_json::to_string_pretty(
+                &serde_json::json!({"valid": all_ok, "files": json_files})
+            )?
         );
     }
     Ok(if all_ok {
@@ -287,7 +292,8 @@ fn run(
     let mut requested = sup.shutdown_requested();
     rt.block_on(async {
         #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         #[cfg(unix)]
         let term_fut = async {
             match term.as_mut() {
@@ -425,7 +431,9 @@ fn render_tap_line(line: &str) -> String {
             "[{origin}] {} {} @{}",
             labels("labels"),
             s("value"),
-            v.get("timestamp").map(|t| t.to_string()).unwrap_or_default()
+            v.get("timestamp")
+                .map(|t| t.to_string())
+                .unwrap_or_default()
         ),
         "target_group" => {
             let addrs: Vec<String> = v

@@ -22,12 +22,21 @@ fn invalid_pipelines_report_every_error_with_its_position() {
     assert!(files.len() >= 12, "one broken pipeline per error class");
     for f in files {
         let name = f.file_stem().unwrap().to_string_lossy().into_owned();
-        let rel = format!("testdata/invalid/{}", f.file_name().unwrap().to_string_lossy());
+        let rel = format!(
+            "testdata/invalid/{}",
+            f.file_name().unwrap().to_string_lossy()
+        );
         let out = panoptes(&["validate", &rel]);
         assert_eq!(out.status.code(), Some(1), "{rel} must be rejected");
         let text = stdout(&out);
-        for line in text.lines().filter(|l| !l.ends_with("error)") && !l.ends_with("errors)")) {
-            assert!(line.starts_with(&format!("{rel}:")), "FILE:LINE:COL form: {line}");
+        for line in text
+            .lines()
+            .filter(|l| !l.ends_with("error)") && !l.ends_with("errors)"))
+        {
+            assert!(
+                line.starts_with(&format!("{rel}:")),
+                "FILE:LINE:COL form: {line}"
+            );
         }
         insta::assert_snapshot!(format!("invalid_{name}"), text);
     }
@@ -35,12 +44,20 @@ fn invalid_pipelines_report_every_error_with_its_position() {
 
 #[test]
 fn json_format_gives_the_same_errors() {
-    let out = panoptes(&["validate", "--format", "json", "testdata/invalid/many_errors.yaml"]);
+    let out = panoptes(&[
+        "validate",
+        "--format",
+        "json",
+        "testdata/invalid/many_errors.yaml",
+    ]);
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["valid"], false);
     let errors = v["files"][0]["errors"].as_array().unwrap();
-    let text = stdout(&panoptes(&["validate", "testdata/invalid/many_errors.yaml"]));
+    let text = stdout(&panoptes(&[
+        "validate",
+        "testdata/invalid/many_errors.yaml",
+    ]));
     assert_eq!(errors.len(), text.lines().count() - 1);
     for e in errors {
         assert!(e["line"].as_u64().unwrap() > 0);
@@ -56,7 +73,13 @@ fn example_pipelines_validate() {
         let p = entry.unwrap().path();
         if p.extension().is_some_and(|e| e == "yaml") {
             let out = panoptes(&["validate", p.to_str().unwrap()]);
-            assert_eq!(out.status.code(), Some(0), "{}: {}", p.display(), stdout(&out));
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{}: {}",
+                p.display(),
+                stdout(&out)
+            );
             assert!(stdout(&out).contains(": valid ("));
             n += 1;
         }
@@ -89,7 +112,12 @@ fn committed_schema_is_the_generated_one() {
 #[test]
 fn graph_prints_dot() {
     let out = panoptes(&["graph", "testdata/graph.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     insta::assert_snapshot!("graph_dot", stdout(&out));
 }
 

@@ -73,7 +73,10 @@ impl VirtualClock {
         let (tx, _) = tokio::sync::watch::channel(start_ms);
         VirtualClock {
             now: std::sync::Arc::new(tx),
-            blocking: std::sync::Arc::new((parking_lot::Mutex::new(start_ms), parking_lot::Condvar::new())),
+            blocking: std::sync::Arc::new((
+                parking_lot::Mutex::new(start_ms),
+                parking_lot::Condvar::new(),
+            )),
         }
     }
 

@@ -219,7 +219,15 @@ pub fn compile(
                     PathSeg::Index(i),
                 ];
                 let ids: Vec<String> = declared.iter().cloned().collect();
-                c.push(&p, true, format!("unknown stage {:?} in inputs (stages: {})", r.stage, ids.join(", ")));
+                c.push(
+                    &p,
+                    true,
+                    format!(
+                        "unknown stage {:?} in inputs (stages: {})",
+                        r.stage,
+                        ids.join(", ")
+                    ),
+                );
             }
         }
     }
@@ -378,7 +386,11 @@ fn check_schema(c: &mut Collector<'_>, registry: &Registry) {
         Err(e) => {
             // A kind shipped an invalid schema: a bug, but report it rather
             // than panic.
-            c.push(&[], false, format!("internal error: invalid pipeline schema: {e}"));
+            c.push(
+                &[],
+                false,
+                format!("internal error: invalid pipeline schema: {e}"),
+            );
             return;
         }
     };
@@ -417,7 +429,10 @@ fn describe_schema_error(
                     String::new()
                 } else {
                     match suggest(key, &allowed) {
-                        Some(s) => format!("; did you mean {s:?}? expected one of: {}", allowed.join(", ")),
+                        Some(s) => format!(
+                            "; did you mean {s:?}? expected one of: {}",
+                            allowed.join(", ")
+                        ),
                         None => format!("; expected one of: {}", allowed.join(", ")),
                     }
                 };
@@ -662,7 +677,12 @@ fn compile_stage(
     let inputs: Vec<InputRef> = obj
         .get("inputs")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).map(InputRef::parse).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(InputRef::parse)
+                .collect()
+        })
         .unwrap_or_default();
     let buffer = obj
         .get("buffer")
@@ -747,7 +767,11 @@ fn check_graph(
             p.push(PathSeg::Key("inputs".into()));
             p.push(PathSeg::Index(i));
             if &input.stage == id {
-                c.push(&p, true, format!("stage {id:?} cannot consume its own output"));
+                c.push(
+                    &p,
+                    true,
+                    format!("stage {id:?} cannot consume its own output"),
+                );
                 continue;
             }
             if !stages.contains_key(&input.stage) && declared.contains(&input.stage) {

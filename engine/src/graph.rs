@@ -54,7 +54,11 @@ impl PipelineGraph {
                 let Some(up) = stages.get(&input.stage) else {
                     continue;
                 };
-                let Some(port) = up.config.outputs().into_iter().find(|p| p.name == input.port)
+                let Some(port) = up
+                    .config
+                    .outputs()
+                    .into_iter()
+                    .find(|p| p.name == input.port)
                 else {
                     continue;
                 };
@@ -136,7 +140,7 @@ impl PipelineGraph {
         for (rule, store) in &self.store_refs {
             let _ = writeln!(
                 out,
-                "  {} -> {} [style=dashed, label=\"query\", dir=back];",
+                "  {} -> {} [style=dashed, label=\"query\"];",
                 dot_id(store),
                 dot_id(rule)
             );

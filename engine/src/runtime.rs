@@ -195,10 +195,12 @@ impl Engine {
             self.inputs.remove(&st.id);
         }
         let ports = st.config.outputs();
-        self.outputs
-            .retain(|(id, port), out| {
-                id != &st.id || ports.iter().any(|p| &p.name == port && p.message == out.message_type())
-            });
+        self.outputs.retain(|(id, port), out| {
+            id != &st.id
+                || ports
+                    .iter()
+                    .any(|p| &p.name == port && p.message == out.message_type())
+        });
         for PortSpec { name, message } in ports {
             self.outputs
                 .entry((st.id.clone(), name.clone()))
@@ -236,10 +238,7 @@ impl Engine {
     }
 
     fn start_stage(&mut self, st: CompiledStage) -> Result<(), crate::stage::StageError> {
-        let mut labels = std::collections::HashMap::new();
-        labels.insert("stage".to_string(), st.id.clone());
-        let metrics = prometheus::Registry::new_custom(None, Some(labels))
-            .unwrap_or_else(|_| prometheus::Registry::new());
+        let metrics = prometheus::Registry::new();
         let outputs = self
             .outputs
             .iter()
@@ -318,8 +317,8 @@ impl Engine {
                 continue;
             };
             let old = &entry.stage;
-            let same_ports =
-                old.config.input() == st.config.input() && old.config.outputs() == st.config.outputs();
+            let same_ports = old.config.input() == st.config.input()
+                && old.config.outputs() == st.config.outputs();
             if old.kind != st.kind || !same_ports {
                 to_stop.insert(id.clone());
                 to_start.push(id.clone());
@@ -408,7 +407,11 @@ impl Engine {
                 .map(|c| (c.rx.len(), c.capacity))
                 .unwrap_or((0, 0));
             let (running, health, uptime) = match (self.running.get(id), self.failed.get(id)) {
-                (Some(e), _) => (true, e.running.health(), e.started_at.elapsed().as_secs_f64()),
+                (Some(e), _) => (
+                    true,
+                    e.running.health(),
+                    e.started_at.elapsed().as_secs_f64(),
+                ),
                 (None, Some((_, err))) => (false, StageHealth::unhealthy(err.clone()), 0.0),
                 (None, None) => (false, StageHealth::unhealthy("not running"), 0.0),
             };
@@ -449,8 +452,21 @@ impl Engine {
     /// of one kind register the same families with different `stage`).
     pub fn gather_stage_metrics(&self) -> Vec<prometheus::proto::MetricFamily> {
         let mut merged: BTreeMap<String, prometheus::proto::MetricFamily> = BTreeMap::new();
-        for entry in self.running.values() {
-            for fam in entry.metrics.gather() {
+        for (id, entry) in &self.running {
+            for mut fam in entry.metrics.gather() {
+                // Every stage metric carries `stage` so that two stages of
+                // one kind stay apart; stages may set it themselves.
+                for m in fam.mut_metric() {
+                    if !m.get_label().iter().any(|l| l.name() == "stage") {
+                        let mut lp = prometheus::proto::LabelPair::default();
+                        lp.set_name("stage".to_string());
+                        lp.set_value(id.clone());
+                        let mut labels = m.take_label();
+                        labels.push(lp);
+                        labels.sort_by(|a, b| a.name().cmp(b.name()));
+                        m.set_label(labels);
+                    }
+                }
                 match merged.get_mut(fam.name()) {
                     Some(existing) if existing.get_field_type() == fam.get_field_type() => {
                         existing

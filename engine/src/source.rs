@@ -208,7 +208,6 @@ struct PosRecorder {
     path: Vec<PathSeg>,
     value_pos: HashMap<String, Pos>,
     key_pos: HashMap<String, Pos>,
-    anchors: HashMap<usize, ()>,
 }
 
 enum Frame {
@@ -280,19 +279,8 @@ impl MarkedEventReceiver for PosRecorder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let pos = to_pos(mark);
         match ev {
-            Event::Scalar(s, _, anchor, _) => {
-                if anchor > 0 {
-                    self.anchors.insert(anchor, ());
-                }
-                if !self.begin_node(pos, Some(&s)) {
-                    self.end_value();
-                }
-            }
-            Event::Alias(_) => {
-                if !self.begin_node(pos, None) {
-                    self.end_value();
-                }
-            }
+            Event::Scalar(s, ..) if !self.begin_node(pos, Some(&s)) => self.end_value(),
+            Event::Alias(_) if !self.begin_node(pos, None) => self.end_value(),
             Event::SequenceStart(..) => {
                 if self.begin_node(pos, None) {
                     // A sequence used as a mapping key: not addressable by
@@ -334,14 +322,17 @@ mod tests {
     fn positions_of_keys_and_values() {
         let text = "global:\n  scrape_interval: 10s\nstages:\n  node:\n    kind: scrape\n    inputs: [targets, other]\n    list:\n      - a: 1\n        b: 2\n";
         let doc = SourceDoc::parse(text).unwrap();
-        assert_eq!(doc.pos_of(&p(&["global", "scrape_interval"])), Pos { line: 2, col: 3 });
+        assert_eq!(
+            doc.pos_of(&p(&["global", "scrape_interval"])),
+            Pos { line: 2, col: 3 }
+        );
         assert_eq!(
             doc.value_pos_of(&p(&["global", "scrape_interval"])),
             Pos { line: 2, col: 20 }
         );
         assert_eq!(
             doc.value_pos_of(&p(&["stages", "node", "inputs", "1"])),
-            Pos { line: 6, col: 22 }
+            Pos { line: 6, col: 23 }
         );
         assert_eq!(
             doc.pos_of(&p(&["stages", "node", "list", "0", "b"])),

@@ -149,12 +149,13 @@ impl Supervisor {
         for (id, r) in routes {
             // axum panics on overlapping routes; two stages claiming one
             // path is a config problem to log, not a crash.
-            let attempt = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                merged.clone().merge(r)
-            }));
+            let attempt =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| merged.clone().merge(r)));
             match attempt {
                 Ok(m) => merged = m,
-                Err(_) => tracing::error!(stage = %id, "stage HTTP routes overlap another stage's; its routes are not mounted"),
+                Err(_) => {
+                    tracing::error!(stage = %id, "stage HTTP routes overlap another stage's; its routes are not mounted")
+                }
             }
         }
         *self.stage_routes.write() = merged;
@@ -165,7 +166,9 @@ impl Supervisor {
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let t = Instant::now();
         let result = match self.source.compile(&self.registry) {
-            Err(diags) => Err(format!("invalid pipeline, keeping the running one:\n{diags}")),
+            Err(diags) => Err(format!(
+                "invalid pipeline, keeping the running one:\n{diags}"
+            )),
             Ok(new) => {
                 let mut engine = self.engine.lock();
                 engine.reload(new).map_err(|e| e.to_string())
@@ -245,13 +248,19 @@ impl Supervisor {
             "panoptes_build_info",
             "gauge",
             "A metric with a constant '1' value labeled by the version of Panoptes.",
-            vec![(format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")), 1.0)],
+            vec![(
+                format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
+                1.0,
+            )],
         );
         fam(
             "panoptes_config_last_reload_successful",
             "gauge",
             "Whether the last pipeline reload attempt was successful.",
-            vec![(String::new(), if status.last_successful { 1.0 } else { 0.0 })],
+            vec![(
+                String::new(),
+                if status.last_successful { 1.0 } else { 0.0 },
+            )],
         );
         fam(
             "panoptes_config_last_reload_success_timestamp_seconds",
@@ -355,11 +364,28 @@ impl Supervisor {
             )
         };
         use std::sync::atomic::Ordering::Relaxed;
-        let edge_fams: [(&str, &str, fn(&crate::port::EdgeCounters) -> u64); 4] = [
-            ("panoptes_edge_messages_total", "Batches delivered on an edge.", |c| c.messages.load(Relaxed)),
-            ("panoptes_edge_items_total", "Items delivered on an edge.", |c| c.items.load(Relaxed)),
-            ("panoptes_edge_dropped_messages_total", "Batches dropped on an edge because the consumer was full (when_full: drop).", |c| c.dropped_messages.load(Relaxed)),
-            ("panoptes_edge_dropped_items_total", "Items dropped on an edge because the consumer was full (when_full: drop).", |c| c.dropped_items.load(Relaxed)),
+        type Read = fn(&crate::port::EdgeCounters) -> u64;
+        let edge_fams: [(&str, &str, Read); 4] = [
+            (
+                "panoptes_edge_messages_total",
+                "Batches delivered on an edge.",
+                |c| c.messages.load(Relaxed),
+            ),
+            (
+                "panoptes_edge_items_total",
+                "Items delivered on an edge.",
+                |c| c.items.load(Relaxed),
+            ),
+            (
+                "panoptes_edge_dropped_messages_total",
+                "Batches dropped on an edge because the consumer was full (when_full: drop).",
+                |c| c.dropped_messages.load(Relaxed),
+            ),
+            (
+                "panoptes_edge_dropped_items_total",
+                "Items dropped on an edge because the consumer was full (when_full: drop).",
+                |c| c.dropped_items.load(Relaxed),
+            ),
         ];
         for (name, help, get) in edge_fams {
             fam(
@@ -387,7 +413,11 @@ fn fmt_value(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v.is_infinite() {
-        if v > 0.0 { "+Inf".into() } else { "-Inf".into() }
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
     } else {
         format!("{v}")
     }
@@ -398,7 +428,10 @@ type Sup = State<Arc<Supervisor>>;
 async fn metrics_handler(State(s): Sup) -> Response {
     match tokio::task::spawn_blocking(move || s.render_metrics()).await {
         Ok(text) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -416,8 +449,14 @@ async fn ready_handler(State(s): Sup) -> Response {
 
 async fn reload_handler(State(s): Sup) -> Response {
     match tokio::task::spawn_blocking(move || s.reload()).await {
-        Ok(Ok(report)) => (StatusCode::OK, format!("reloaded: {}\n", report.summary())).into_response(),
-        Ok(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}\n")).into_response(),
+        Ok(Ok(report)) => {
+            (StatusCode::OK, format!("reloaded: {}\n", report.summary())).into_response()
+        }
+        Ok(Err(e)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
@@ -527,7 +566,7 @@ async fn tap_handler(State(s): Sup, Query(q): Query<BTreeMap<String, String>>) -
                     let mut chunk = String::new();
                     for line in message_to_json_lines(&msg) {
                         seen += 1;
-                        if filter.every > 1 && (seen - 1) % filter.every != 0 {
+                        if filter.every > 1 && !(seen - 1).is_multiple_of(filter.every) {
                             continue;
                         }
                         chunk.push_str(&line);

@@ -58,9 +58,9 @@ impl TapFilter {
     /// stage pattern also selects that stage's named ports.
     pub fn matches(&self, output: &str) -> bool {
         self.matcher.is_match(output)
-            || output
-                .split_once('.')
-                .is_some_and(|(stage, _)| self.matcher.is_match(stage) && !self.pattern.contains('.'))
+            || output.split_once('.').is_some_and(|(stage, _)| {
+                self.matcher.is_match(stage) && !self.pattern.contains('.')
+            })
     }
 }
 
@@ -91,9 +91,7 @@ pub fn value_string(v: f64) -> String {
 
 /// One JSON object per item of the message.
 pub fn message_to_json_lines(t: &Tapped) -> Vec<String> {
-    let base = |kind: &str| {
-        json!({"stage": &*t.stage, "port": &*t.port, "type": kind})
-    };
+    let base = |kind: &str| json!({"stage": &*t.stage, "port": &*t.port, "type": kind});
     let mut out = Vec::new();
     match &t.message {
         Message::Samples(b) => {

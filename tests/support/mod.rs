@@ -142,7 +142,7 @@ impl Running {
     }
 
     /// Sends SIGTERM and waits for a clean exit.
-    pub fn terminate(mut self) -> (Option<i32>, String) {
+    pub fn terminate(&mut self) -> (Option<i32>, String) {
         self.signal(libc::SIGTERM);
         let start = Instant::now();
         loop {

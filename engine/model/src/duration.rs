@@ -54,10 +54,13 @@ pub fn parse_duration_ms(s: &str) -> Result<u64, DurationError> {
             i += 1;
         }
         let unit = &s[ustart..i];
-        let idx = UNITS
-            .iter()
-            .position(|(u, _)| *u == unit)
-            .ok_or_else(|| err(if unit.is_empty() { "missing unit" } else { "unknown unit" }))?;
+        let idx = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(|| {
+            err(if unit.is_empty() {
+                "missing unit"
+            } else {
+                "unknown unit"
+            })
+        })?;
         if last_unit.is_some_and(|l| idx <= l) {
             return Err(err("units must appear once each, largest first"));
         }
@@ -84,7 +87,7 @@ pub fn format_duration_ms(ms: u64) -> String {
     let mut out = String::new();
     for (unit, size) in UNITS {
         // Prometheus prints weeks and years only when they divide exactly.
-        if (unit == "y" || unit == "w") && rest % size != 0 {
+        if (unit == "y" || unit == "w") && !rest.is_multiple_of(size) {
             continue;
         }
         let n = rest / size;

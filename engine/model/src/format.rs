@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(f(0.0001), "0.0001");
         assert_eq!(f(0.00001), "1e-05");
         assert_eq!(f(1.5e-7), "1.5e-07");
-        assert_eq!(f(3.14), "3.14");
+        assert_eq!(f(2.75), "2.75");
         assert_eq!(f(1e21), "1e+21");
         assert_eq!(f(1.7976931348623157e308), "1.7976931348623157e+308");
         assert_eq!(f(f64::NAN), "NaN");

@@ -14,8 +14,11 @@ pub mod storage;
 pub mod targets;
 
 pub use alert::{Alert, AlertBatch, AlertState};
+pub use duration::{
+    format_duration_ms, parse_duration, parse_duration_ms, DurationError, PromDuration,
+    DURATION_PATTERN,
+};
 pub use format::{format_float, write_float};
-pub use duration::{format_duration_ms, parse_duration, parse_duration_ms, DurationError, PromDuration, DURATION_PATTERN};
 pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{

@@ -66,10 +66,12 @@ impl Matcher {
         let regex = match op {
             MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
                 let anchored = format!("^(?s:{value})$");
-                Some(Regex::new(&anchored).map_err(|source| MatcherError::BadRegex {
-                    pattern: value.clone(),
-                    source,
-                })?)
+                Some(
+                    Regex::new(&anchored).map_err(|source| MatcherError::BadRegex {
+                        pattern: value.clone(),
+                        source,
+                    })?,
+                )
             }
             _ => None,
         };

@@ -57,7 +57,12 @@ impl StageKind for FileKind {
             .get("path")
             .and_then(Value::as_str)
             .filter(|p| !p.is_empty())
-            .ok_or_else(|| vec![ConfigIssue::new("path", "missing path: the file to append to")])?;
+            .ok_or_else(|| {
+                vec![ConfigIssue::new(
+                    "path",
+                    "missing path: the file to append to",
+                )]
+            })?;
         Ok(Box::new(FileConfig {
             path: ctx.resolve(path),
         }))
@@ -78,7 +83,9 @@ impl StageConfig for FileConfig {
             .create(true)
             .append(true)
             .open(&self.path)
-            .map_err(|e| StageError::new(&ctx.id, format!("cannot open {}: {e}", self.path.display())))?;
+            .map_err(|e| {
+                StageError::new(&ctx.id, format!("cannot open {}: {e}", self.path.display()))
+            })?;
         let input = ctx
             .input
             .ok_or_else(|| StageError::new(&ctx.id, "no input channel"))?
