@@ -233,45 +233,49 @@ struct FileScan {
 }
 
 /// Reads the records of one file, calling `f` for each; stops at the first
-/// damaged frame and reports where.
+/// damaged frame and reports where. Streams through a buffered reader, so a
+/// 128 MiB segment never sits in memory whole.
 fn scan_file(path: &Path, f: &mut dyn FnMut(Record)) -> Result<FileScan, WalError> {
-    let mut data = Vec::new();
-    File::open(path)
-        .and_then(|mut file| file.read_to_end(&mut data))
-        .map_err(io_err(path))?;
-    let mut pos = 0usize;
-    while pos < data.len() {
-        let damaged = |why: String| FileScan {
-            good_len: pos as u64,
-            corrupt: Some(why),
-        };
-        if data.len() - pos < FRAME_HEADER {
-            return Ok(damaged("torn record header".into()));
+    let file = File::open(path).map_err(io_err(path))?;
+    let file_len = file.metadata().map_err(io_err(path))?.len();
+    let mut r = io::BufReader::with_capacity(1 << 20, file);
+    let mut pos: u64 = 0;
+    let mut header = [0u8; FRAME_HEADER];
+    let mut payload = Vec::new();
+    let damaged = |pos: u64, why: String| FileScan {
+        good_len: pos,
+        corrupt: Some(why),
+    };
+    while pos < file_len {
+        if file_len - pos < FRAME_HEADER as u64 {
+            return Ok(damaged(pos, "torn record header".into()));
         }
-        let len = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]);
-        let crc = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
+        r.read_exact(&mut header).map_err(io_err(path))?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]);
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
         if len == 0 || len > MAX_RECORD {
-            return Ok(damaged(format!("invalid record length {len}")));
+            return Ok(damaged(pos, format!("invalid record length {len}")));
         }
-        let end = pos + FRAME_HEADER + len as usize;
-        if end > data.len() {
-            return Ok(damaged(format!(
-                "torn record: {len} bytes announced, {} present",
-                data.len() - pos - FRAME_HEADER
-            )));
+        let avail = file_len - pos - FRAME_HEADER as u64;
+        if len as u64 > avail {
+            return Ok(damaged(
+                pos,
+                format!("torn record: {len} bytes announced, {avail} present"),
+            ));
         }
-        let payload = &data[pos + FRAME_HEADER..end];
-        if crc32fast::hash(payload) != crc {
-            return Ok(damaged("checksum mismatch".into()));
+        payload.resize(len as usize, 0);
+        r.read_exact(&mut payload).map_err(io_err(path))?;
+        if crc32fast::hash(&payload) != crc {
+            return Ok(damaged(pos, "checksum mismatch".into()));
         }
-        match decode_record(payload) {
+        match decode_record(&payload) {
             Ok(rec) => f(rec),
-            Err(e) => return Ok(damaged(format!("undecodable record: {e}"))),
+            Err(e) => return Ok(damaged(pos, format!("undecodable record: {e}"))),
         }
-        pos = end;
+        pos += FRAME_HEADER as u64 + len as u64;
     }
     Ok(FileScan {
-        good_len: pos as u64,
+        good_len: pos,
         corrupt: None,
     })
 }
@@ -548,14 +552,6 @@ pub fn checkpoint(
     if segments.is_empty() && previous.is_some_and(|cp| cp >= upto - 1) {
         return Ok(());
     }
-    let mut series: Vec<(u32, Labels)> = Vec::new();
-    let mut samples: Vec<RefSample> = Vec::new();
-    let mut keep = |rec: Record| match rec {
-        Record::Series(s) => series.extend(s.into_iter().filter(|(r, _)| keep_series(*r))),
-        Record::Samples(s) => {
-            samples.extend(s.into_iter().filter(|x| x.t >= min_t && keep_series(x.r)))
-        }
-    };
     let mut files: Vec<PathBuf> = Vec::new();
     if let Some(cp) = previous {
         let cp_dir = dir.join(checkpoint_name(cp));
@@ -564,16 +560,6 @@ pub fn checkpoint(
         }
     }
     files.extend(segments.iter().map(|&s| dir.join(segment_name(s))));
-    for p in &files {
-        let scan = scan_file(p, &mut keep)?;
-        if let Some(why) = scan.corrupt {
-            tracing::warn!(path = %p.display(), offset = scan.good_len, reason = %why, "damaged record while checkpointing; the rest of that file is skipped");
-        }
-    }
-    // A series may have been logged twice (recreated after GC with the same
-    // labels keeps a new ref, so duplicates are by ref only).
-    series.sort_by_key(|s| s.0);
-    series.dedup_by_key(|s| s.0);
 
     let name = checkpoint_name(upto - 1);
     let tmp = dir.join(format!("{name}.tmp"));
@@ -585,26 +571,61 @@ pub fn checkpoint(
     let mut out = File::create(&seg_path).map_err(io_err(&seg_path))?;
     let mut buf = Vec::with_capacity(1 << 20);
     let mut payload = Vec::new();
+    let mut write_err: Option<io::Error> = None;
+    let mut flush = |buf: &mut Vec<u8>, out: &mut File, force: bool| {
+        if (force || buf.len() > 1 << 20) && write_err.is_none() {
+            if let Err(e) = out.write_all(buf) {
+                write_err = Some(e);
+            }
+            buf.clear();
+        }
+    };
+
+    // Two streaming passes, so replay meets every series record before the
+    // samples that use it: series first (few), then samples (many; never
+    // held in memory all at once).
+    let mut series: Vec<(u32, Labels)> = Vec::new();
+    for p in &files {
+        let scan = scan_file(p, &mut |rec| {
+            if let Record::Series(s) = rec {
+                series.extend(s.into_iter().filter(|(r, _)| keep_series(*r)));
+            }
+        })?;
+        if let Some(why) = scan.corrupt {
+            tracing::warn!(path = %p.display(), offset = scan.good_len, reason = %why, "damaged record while checkpointing; the rest of that file is skipped");
+        }
+    }
+    // A series logged twice under the same ref (replayed, then re-logged)
+    // needs one record.
+    series.sort_by_key(|s| s.0);
+    series.dedup_by_key(|s| s.0);
     for group in series.chunks(1000) {
         payload.clear();
         let refs: Vec<(u32, &Labels)> = group.iter().map(|(r, l)| (*r, l)).collect();
         encode_series(&refs, &mut payload);
         frame(&payload, &mut buf);
-        if buf.len() > 1 << 20 {
-            out.write_all(&buf).map_err(io_err(&seg_path))?;
-            buf.clear();
-        }
+        flush(&mut buf, &mut out, false);
     }
-    for group in samples.chunks(10_000) {
-        payload.clear();
-        encode_samples(group, &mut payload);
-        frame(&payload, &mut buf);
-        if buf.len() > 1 << 20 {
-            out.write_all(&buf).map_err(io_err(&seg_path))?;
-            buf.clear();
-        }
+    drop(series);
+    let mut kept: Vec<RefSample> = Vec::new();
+    for p in &files {
+        scan_file(p, &mut |rec| {
+            if let Record::Samples(s) = rec {
+                kept.clear();
+                kept.extend(s.into_iter().filter(|x| x.t >= min_t && keep_series(x.r)));
+                if !kept.is_empty() {
+                    payload.clear();
+                    encode_samples(&kept, &mut payload);
+                    frame(&payload, &mut buf);
+                    flush(&mut buf, &mut out, false);
+                }
+            }
+        })?;
     }
-    out.write_all(&buf).map_err(io_err(&seg_path))?;
+    flush(&mut buf, &mut out, true);
+    if let Some(e) = write_err {
+        return Err(io_err(&seg_path)(e));
+    }
     out.sync_all().map_err(io_err(&seg_path))?;
     sync_dir(&tmp)?;
     let final_dir = dir.join(&name);
