@@ -71,6 +71,10 @@ enum Command {
         /// Reload when the pipeline file changes.
         #[arg(long)]
         watch: bool,
+        /// Serve the admin endpoints (TSDB snapshot, delete_series,
+        /// clean_tombstones), off by default as in Prometheus.
+        #[arg(long)]
+        enable_admin_api: bool,
     },
     /// Print what flows out of a stage of a running pipeline, live.
     Tap {
@@ -119,7 +123,8 @@ fn main() -> ExitCode {
             listen,
             data_dir,
             watch,
-        } => run(file, listen, data_dir, watch),
+            enable_admin_api,
+        } => run(file, listen, data_dir, watch, enable_admin_api),
         Command::Tap {
             url,
             stage,
@@ -220,6 +225,7 @@ fn run(
     listen: SocketAddr,
     data_dir: PathBuf,
     watch: bool,
+    enable_admin_api: bool,
 ) -> anyhow::Result<ExitCode> {
     let registry = registry::registry();
     let source = match &file {
@@ -250,6 +256,7 @@ fn run(
             data_dir,
             clock: Arc::new(RealClock),
             runtime: rt.handle().clone(),
+            enable_admin_api,
         },
     )
     .context("cannot start the pipeline")?;

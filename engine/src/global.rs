@@ -13,6 +13,9 @@ pub struct GlobalConfig {
     /// Added to alerts and samples leaving the system (remote write,
     /// federation), as Prometheus's `external_labels`.
     pub external_labels: Labels,
+    /// Whether admin endpoints (TSDB snapshot, delete_series) may be served:
+    /// set by the host from `run --enable-admin-api`, never from YAML.
+    pub enable_admin_api: bool,
 }
 
 impl Default for GlobalConfig {
@@ -22,6 +25,7 @@ impl Default for GlobalConfig {
             scrape_timeout: Duration::from_secs(10),
             evaluation_interval: Duration::from_secs(60),
             external_labels: Labels::empty(),
+            enable_admin_api: false,
         }
     }
 }

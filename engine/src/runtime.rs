@@ -16,6 +16,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 
 use crate::clock::Clock;
 use crate::compile::{CompiledPipeline, CompiledStage, InputRef, WhenFull};
+use crate::global::GlobalConfig;
 use crate::port::{Downstream, EdgeCounters, Input, Output};
 use crate::stage::{
     Message, MessageType, PortSpec, Reconfigure, RunningStage, StageContext, StageHealth,
@@ -30,6 +31,8 @@ pub struct EngineOptions {
     pub clock: Arc<dyn Clock>,
     /// The tokio runtime I/O stages run on.
     pub runtime: tokio::runtime::Handle,
+    /// Serve admin endpoints (`run --enable-admin-api`).
+    pub enable_admin_api: bool,
 }
 
 /// A stage could not be started, or a reload could not be applied.
@@ -255,7 +258,10 @@ impl Engine {
             state: self.states.entry(st.id.clone()).or_default().clone(),
             stores: self.stores.clone(),
             targets: self.targets.clone(),
-            global: self.pipeline.global.clone(),
+            global: GlobalConfig {
+                enable_admin_api: self.opts.enable_admin_api,
+                ..self.pipeline.global.clone()
+            },
             base_dir: self.pipeline.base_dir.clone(),
             data_dir: self.opts.data_dir.clone(),
         };

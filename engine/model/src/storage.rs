@@ -20,6 +20,10 @@ pub enum StorageError {
     Read(String),
     #[error("query canceled")]
     Canceled,
+    #[error("not supported by this store: {0}")]
+    Unsupported(&'static str),
+    #[error("storage write failed: {0}")]
+    Write(String),
 }
 
 /// Head statistics of a store, for `/api/v1/status/tsdb` and
@@ -78,5 +82,29 @@ pub trait SeriesSelect: Send + Sync {
     /// Head statistics (cardinality), for `/api/v1/status/tsdb`.
     fn stats(&self) -> StoreStats {
         StoreStats::default()
+    }
+
+    /// Writes a consistent copy of the store's data (head included unless
+    /// `skip_head`) into a new directory under its own `snapshots/`, and
+    /// returns that directory's name. The admin API's `snapshot`.
+    fn snapshot(&self, _skip_head: bool) -> Result<String, StorageError> {
+        Err(StorageError::Unsupported("snapshot"))
+    }
+
+    /// Deletes the samples of matching series in `[start_ms, end_ms]`
+    /// (tombstones). The admin API's `delete_series`.
+    fn delete_series(
+        &self,
+        _matchers: &[Matcher],
+        _start_ms: i64,
+        _end_ms: i64,
+    ) -> Result<(), StorageError> {
+        Err(StorageError::Unsupported("delete_series"))
+    }
+
+    /// Rewrites blocks without deleted data. The admin API's
+    /// `clean_tombstones`.
+    fn clean_tombstones(&self) -> Result<(), StorageError> {
+        Err(StorageError::Unsupported("clean_tombstones"))
     }
 }

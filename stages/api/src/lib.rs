@@ -135,6 +135,7 @@ impl StageConfig for ApiConfig {
 
     fn start(&self, ctx: StageContext) -> Result<Box<dyn RunningStage>, StageError> {
         let api = Arc::new(Api {
+            admin: ctx.global.enable_admin_api,
             store_id: self.store.clone(),
             stores: ctx.stores.clone(),
             clock: ctx.clock.clone(),
@@ -154,6 +155,8 @@ impl StageConfig for ApiConfig {
 }
 
 struct Api {
+    /// Admin endpoints enabled (`run --enable-admin-api`).
+    admin: bool,
     store_id: String,
     stores: StoreRegistry,
     clock: Arc<dyn Clock>,
@@ -196,6 +199,18 @@ fn router(api: Arc<Api>) -> Router {
             both(get(query_exemplars).post(query_exemplars)),
         )
         .route("/api/v1/status/tsdb", get(status_tsdb))
+        .route(
+            "/api/v1/admin/tsdb/snapshot",
+            axum::routing::post(admin_snapshot).put(admin_snapshot),
+        )
+        .route(
+            "/api/v1/admin/tsdb/delete_series",
+            axum::routing::post(admin_delete_series).put(admin_delete_series),
+        )
+        .route(
+            "/api/v1/admin/tsdb/clean_tombstones",
+            axum::routing::post(admin_clean_tombstones).put(admin_clean_tombstones),
+        )
         .with_state(api)
 }
 
@@ -643,4 +658,73 @@ async fn status_tsdb(State(api): State<Arc<Api>>) -> ApiResult {
         &[],
         &[],
     ))
+}
+
+fn admin_enabled(api: &Api) -> Result<(), ApiError> {
+    if api.admin {
+        Ok(())
+    } else {
+        Err(ApiError {
+            error_type: "unavailable",
+            message: "admin APIs disabled (start with --enable-admin-api)".into(),
+        })
+    }
+}
+
+fn storage_error(e: panoptes_model::StorageError) -> ApiError {
+    ApiError {
+        error_type: "internal",
+        message: e.to_string(),
+    }
+}
+
+async fn admin_snapshot(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    admin_enabled(&api)?;
+    let p = read_params(&method, &headers, q, &body);
+    let skip_head = match p.get("skip_head") {
+        None => false,
+        Some(v) => v.parse::<bool>().map_err(|_| {
+            ApiError::bad_data(format!(
+                "unable to parse boolean 'skip_head' argument: {v:?}"
+            ))
+        })?,
+    };
+    let store = api.store()?;
+    let name = blocking(move || store.snapshot(skip_head).map_err(storage_error)).await?;
+    Ok(success(json!({"name": name}), &[], &[]))
+}
+
+async fn admin_delete_series(
+    State(api): State<Arc<Api>>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ApiResult {
+    admin_enabled(&api)?;
+    let p = read_params(&method, &headers, q, &body);
+    let sels = selectors(&p, true)?;
+    let (start, end) = range_params(&p)?;
+    let store = api.store()?;
+    blocking(move || {
+        for ms in &sels {
+            store.delete_series(ms, start, end).map_err(storage_error)?;
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn admin_clean_tombstones(State(api): State<Arc<Api>>) -> ApiResult {
+    admin_enabled(&api)?;
+    let store = api.store()?;
+    blocking(move || store.clean_tombstones().map_err(storage_error)).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
