@@ -153,6 +153,7 @@ pub struct PushIngest {
     config: PushIngestConfig,
     store: Arc<Store>,
     settings: Arc<RwLock<Settings>>,
+    settings_changed: Arc<tokio::sync::Notify>,
     shutdown: watch::Sender<bool>,
     done: std::sync::mpsc::Receiver<()>,
     tasks: usize,
@@ -233,6 +234,8 @@ impl PushIngest {
         };
 
         let settings = Arc::new(RwLock::new(cfg.settings.clone()));
+        // Wakes the timed tasks when a reconfigure changes their periods.
+        let settings_changed = Arc::new(tokio::sync::Notify::new());
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (done_tx, done_rx) = std::sync::mpsc::channel();
         let mut tasks = 0;
@@ -276,14 +279,17 @@ impl PushIngest {
                 metrics.clone(),
                 id.clone(),
             );
+            let settings_changed = settings_changed.clone();
             ctx.runtime.spawn(async move {
                 let _guard = guard;
                 loop {
+                    let changed = settings_changed.notified();
                     let interval = settings.read().interval;
                     let deadline = clock.now_ms() + interval.as_millis() as i64;
                     tokio::select! {
                         _ = rx.changed() => return,
                         _ = clock.sleep_until(deadline) => {}
+                        _ = changed => continue,
                     }
                     let now = clock.now_ms();
                     let (s, source) = (store.clone(), id.clone());
@@ -320,15 +326,18 @@ impl PushIngest {
                 id.clone(),
                 last_persist_error.clone(),
             );
+            let settings_changed = settings_changed.clone();
             ctx.runtime.spawn(async move {
                 let _guard = guard;
                 let mut persisted = store.generation();
                 loop {
+                    let changed = settings_changed.notified();
                     let every = settings.read().persistence_interval;
                     let deadline = clock.now_ms() + every.as_millis() as i64;
                     tokio::select! {
                         _ = rx.changed() => return,
                         _ = clock.sleep_until(deadline) => {}
+                        _ = changed => continue,
                     }
                     let generation = store.generation();
                     if generation == persisted {
@@ -363,9 +372,11 @@ impl PushIngest {
                 metrics.clone(),
                 id.clone(),
             );
+            let settings_changed = settings_changed.clone();
             ctx.runtime.spawn(async move {
                 let _guard = guard;
                 loop {
+                    let changed = settings_changed.notified();
                     let expire_after = settings.read().expire_after;
                     // Check often enough to drop a group within ~10% of
                     // its deadline.
@@ -376,6 +387,7 @@ impl PushIngest {
                     tokio::select! {
                         _ = rx.changed() => return,
                         _ = clock.sleep_until(deadline) => {}
+                        _ = changed => continue,
                     }
                     let Some(after) = settings.read().expire_after else {
                         continue;
@@ -399,6 +411,7 @@ impl PushIngest {
             config: cfg.clone(),
             store,
             settings,
+            settings_changed,
             shutdown: shutdown_tx,
             done: done_rx,
             tasks,
@@ -430,6 +443,7 @@ impl RunningStage for PushIngest {
         }
         self.store.set_limits(new.settings.limits);
         *self.settings.write() = new.settings.clone();
+        self.settings_changed.notify_waiters();
         self.config = new.clone();
         Reconfigure::Applied
     }

@@ -11,7 +11,7 @@
 //! updated. `/metrics` is assembled from per-metric text cached at push time.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use panoptes_model::{Labels, MetricMetadata, Sample, SampleBatch};
 use parking_lot::Mutex;
@@ -54,43 +54,71 @@ pub enum PushError {
     TotalLimit { would_hold: usize, limit: usize },
 }
 
-/// One family of one group, with everything derived from it at push time.
+/// One family of one group, with what is derived from it: the series
+/// identities (at push time, for the checks) and, computed on first use and
+/// then cached, its text lines and model samples. Pushes that are replaced
+/// before anyone reads `/metrics` or the next emission never pay for those.
 #[derive(Debug)]
 pub struct HeldFamily {
     /// Sanitised: grouping labels set, `instance` present, labels sorted.
     pub family: MetricFamily,
     pub pushed_at_ms: i64,
-    /// Text lines per metric with the order Go's gatherer sorts them in.
-    pub lines: Vec<(SortKey, String)>,
-    /// Model samples (values) per series, for the pipeline.
-    pub samples: Vec<(Labels, f64)>,
     /// Identity (name + labels) of each metric, for the duplicate check.
     pub hashes: Vec<u64>,
+    series: usize,
+    lines: OnceLock<Vec<(SortKey, String)>>,
+    samples: OnceLock<Vec<(Labels, f64)>>,
 }
 
 impl HeldFamily {
     fn new(family: MetricFamily, pushed_at_ms: i64) -> HeldFamily {
-        let name = family.name().to_string();
         let t = family.metric_type();
-        let mut lines = Vec::with_capacity(family.metric.len());
-        let mut samples = Vec::with_capacity(family.metric.len());
-        let mut hashes = Vec::with_capacity(family.metric.len());
-        for m in &family.metric {
-            lines.push((SortKey::of(m), render::metric_text(&name, t, m)));
-            render::metric_samples(&name, t, m, &mut samples);
-            hashes.push(series_hash(&name, &m.label));
-        }
+        let hashes = family
+            .metric
+            .iter()
+            .map(|m| series_hash(family.name(), &m.label))
+            .collect();
+        let series = family
+            .metric
+            .iter()
+            .map(|m| render::series_count(t, m))
+            .sum();
         HeldFamily {
             family,
             pushed_at_ms,
-            lines,
-            samples,
             hashes,
+            series,
+            lines: OnceLock::new(),
+            samples: OnceLock::new(),
         }
     }
 
+    /// Text lines per metric, with the key Go's gatherer sorts them by.
+    pub fn lines(&self) -> &[(SortKey, String)] {
+        self.lines.get_or_init(|| {
+            let (name, t) = (self.family.name(), self.family.metric_type());
+            self.family
+                .metric
+                .iter()
+                .map(|m| (SortKey::of(m), render::metric_text(name, t, m)))
+                .collect()
+        })
+    }
+
+    /// Model samples (labels with the metric name, values) of every series.
+    pub fn samples(&self) -> &[(Labels, f64)] {
+        self.samples.get_or_init(|| {
+            let (name, t) = (self.family.name(), self.family.metric_type());
+            let mut out = Vec::with_capacity(self.series);
+            for m in &self.family.metric {
+                render::metric_samples(name, t, m, &mut out);
+            }
+            out
+        })
+    }
+
     fn series(&self) -> usize {
-        self.samples.len()
+        self.series
     }
 
     fn is_empty(&self) -> bool {
@@ -211,12 +239,18 @@ impl Inner {
 
     /// Replaces (or inserts, or with `None` removes) one family of a group,
     /// keeping the index and series counts right.
-    fn set_family(&mut self, id: &str, name: &str, new: Option<Arc<HeldFamily>>) {
-        let Some(g) = self.groups.get_mut(id) else {
-            return;
-        };
-        if let Some(old) = g.families.remove(name) {
-            self.index.remove(&old);
+    /// Returns the replaced family, so the caller can drop it after
+    /// releasing the lock.
+    fn set_family(
+        &mut self,
+        id: &str,
+        name: &str,
+        new: Option<Arc<HeldFamily>>,
+    ) -> Option<Arc<HeldFamily>> {
+        let g = self.groups.get_mut(id)?;
+        let old = g.families.remove(name);
+        if let Some(old) = &old {
+            self.index.remove(old);
             g.series -= old.series();
             self.total_series -= old.series();
         }
@@ -226,6 +260,7 @@ impl Inner {
             self.total_series += f.series();
             g.families.insert(name.to_string(), f);
         }
+        old
     }
 }
 
@@ -457,10 +492,6 @@ impl Store {
             timestamp_family(PUSH_TIME, PUSH_TIME_HELP, key, now_ms),
             now_ms,
         ));
-        let failure_zero = Arc::new(HeldFamily::new(
-            timestamp_family(PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, key, 0),
-            now_ms,
-        ));
         let id = key.id();
 
         let mut inner = self.inner.lock();
@@ -474,6 +505,8 @@ impl Store {
                 .groups
                 .insert(id.clone(), Group::new(key.clone(), now_ms));
         }
+        // Replaced families are freed after the lock is released.
+        let mut garbage = Vec::new();
         if replace {
             let names: Vec<String> = inner.groups[&id]
                 .families
@@ -482,23 +515,29 @@ impl Store {
                 .cloned()
                 .collect();
             for n in names {
-                inner.set_family(&id, &n, None);
+                garbage.extend(inner.set_family(&id, &n, None));
             }
         }
-        for f in &prepared.families {
+        for f in prepared.families {
             let name = f.family.name().to_string();
-            inner.set_family(&id, &name, Some(f.clone()));
+            garbage.extend(inner.set_family(&id, &name, Some(f)));
         }
-        inner.set_family(&id, PUSH_TIME, Some(push_time));
+        garbage.extend(inner.set_family(&id, PUSH_TIME, Some(push_time)));
         let has_failure = inner.groups[&id].families.contains_key(PUSH_FAILURE_TIME);
         if !has_failure {
-            inner.set_family(&id, PUSH_FAILURE_TIME, Some(failure_zero));
+            let zero = HeldFamily::new(
+                timestamp_family(PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, key, 0),
+                now_ms,
+            );
+            let _none = inner.set_family(&id, PUSH_FAILURE_TIME, Some(Arc::new(zero)));
         }
         if let Some(g) = inner.groups.get_mut(&id) {
             g.push_time_ms = now_ms;
             g.last_push_ms = now_ms;
         }
         inner.generation += 1;
+        drop(inner);
+        drop(garbage);
         Ok(())
     }
 
@@ -642,10 +681,10 @@ impl Store {
             timestamp_family(PUSH_FAILURE_TIME, PUSH_FAILURE_TIME_HELP, key, now_ms),
             now_ms,
         );
-        inner.set_family(id, PUSH_FAILURE_TIME, Some(Arc::new(failure)));
+        let _old = inner.set_family(id, PUSH_FAILURE_TIME, Some(Arc::new(failure)));
         if !inner.groups[id].families.contains_key(PUSH_TIME) {
             let zero = HeldFamily::new(timestamp_family(PUSH_TIME, PUSH_TIME_HELP, key, 0), now_ms);
-            inner.set_family(id, PUSH_TIME, Some(Arc::new(zero)));
+            let _none = inner.set_family(id, PUSH_TIME, Some(Arc::new(zero)));
         }
         if let Some(g) = inner.groups.get_mut(id) {
             g.failure_time_ms = now_ms;
@@ -730,7 +769,7 @@ impl Store {
             let first = fams[0];
             render::family_header(&mut out, name, first.family.help.as_deref(), first.type_());
             let mut lines: Vec<&(SortKey, String)> =
-                fams.iter().flat_map(|f| f.lines.iter()).collect();
+                fams.iter().flat_map(|f| f.lines().iter()).collect();
             lines.sort_by(|a, b| a.0.cmp(&b.0));
             for (_, text) in lines {
                 out.push_str(text);
@@ -781,11 +820,13 @@ impl Store {
                 }
                 meta.entry(f.family.name())
                     .or_insert_with(|| render::metadata(&f.family));
-                batch.samples.extend(f.samples.iter().map(|(l, v)| Sample {
-                    labels: l.clone(),
-                    timestamp_ms: now_ms,
-                    value: *v,
-                }));
+                batch
+                    .samples
+                    .extend(f.samples().iter().map(|(l, v)| Sample {
+                        labels: l.clone(),
+                        timestamp_ms: now_ms,
+                        value: *v,
+                    }));
             }
         }
         batch.metadata = meta.into_values().collect();
