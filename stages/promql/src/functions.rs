@@ -268,10 +268,14 @@ const KEEP_NAME: &[&str] = &[
     "info",
 ];
 
+/// Applies a range function to one window. `window` is the slice of
+/// `s.points` in `(end - range, end]`; anchored/smoothed windows are
+/// rebuilt from the whole series.
 fn apply_range_fn(
     name: &str,
     arg: &RangeArg,
     s: &StepSeries,
+    window: &[(i64, f64)],
     t: i64,
     params: &[f64],
     lookback: i64,
@@ -306,7 +310,7 @@ fn apply_range_fn(
             _ => None,
         });
     }
-    let w = arg.window(s, t);
+    let w = window;
     if w.is_empty() {
         return Ok(None);
     }
@@ -757,12 +761,25 @@ impl<'a> Evaluator<'a> {
             for s in &arg.series {
                 self.check_deadline()?;
                 let mut points = Vec::new();
+                // Window bounds only move forward with the steps (or stay,
+                // with `@`), so two cursors find them.
+                let (mut lo, mut hi) = (0usize, 0usize);
+                let pts = &s.points;
                 for i in 0..n {
                     let t = grid.ts(i);
+                    let end = arg.window_end(t);
+                    let start = end - arg.range_ms;
+                    while hi < pts.len() && pts[hi].0 <= end {
+                        hi += 1;
+                    }
+                    while lo < hi && pts[lo].0 <= start {
+                        lo += 1;
+                    }
                     for (k, p) in params.iter().enumerate() {
                         pv[k] = p[i];
                     }
-                    if let Some(v) = apply_range_fn(name, &arg, s, t, &pv, lookback)? {
+                    let window = &pts[lo..hi];
+                    if let Some(v) = apply_range_fn(name, &arg, s, window, t, &pv, lookback)? {
                         points.push((t, v));
                     }
                 }
