@@ -9,7 +9,7 @@ use std::sync::Arc;
 use panoptes_model::{Labels, METRIC_NAME};
 use panoptes_promql_parser::{format_float, AggregateExpr, AggregateOp, Expr};
 
-use crate::engine::{exec_err, pos_of, EResult, EvalVal, Evaluator, Grid, StepSeries};
+use crate::engine::{exec_err, EResult, EvalVal, Evaluator, Grid, StepSeries};
 use crate::functions::{kahan_inc, quantile};
 
 #[derive(Clone, Copy, Default)]
@@ -76,7 +76,7 @@ impl<'a> Evaluator<'a> {
                     self.warnings.push(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}{}",
                         format_float(*q),
-                        pos_of(a.param.as_deref().unwrap_or(&Expr::Aggregate(a.clone())))
+                        self.pos(a.param.as_deref().unwrap_or(&Expr::Aggregate(a.clone())))
                     ));
                 }
             }
@@ -240,7 +240,7 @@ impl<'a> Evaluator<'a> {
                     self.warnings.push(format!(
                         "PromQL warning: ratio value should be between -1 and 1, got {}{}",
                         format_float(*r),
-                        pos_of(a.param.as_deref().unwrap_or(&Expr::Aggregate(a.clone())))
+                        self.pos(a.param.as_deref().unwrap_or(&Expr::Aggregate(a.clone())))
                     ));
                 }
             }

@@ -134,18 +134,14 @@ pub(crate) struct Evaluator<'a> {
     pub infos: Vec<String>,
     /// Whether the query is a range query (for annotations).
     pub is_range: bool,
+    /// The query text, when known, for `line:col` positions.
+    pub text: Option<&'a str>,
 }
 
 pub(crate) type EResult<T> = Result<T, QueryError>;
 
 pub(crate) fn exec_err<T>(msg: impl Into<String>) -> EResult<T> {
     Err(QueryError::Execution(msg.into()))
-}
-
-/// Position string ` (line:col)` of a node for annotations (queries are
-/// taken as single-line for this).
-pub(crate) fn pos_of(e: &Expr) -> String {
-    format!(" (1:{})", e.span().start + 1)
 }
 
 impl Engine {
@@ -205,6 +201,38 @@ impl Engine {
             warnings: ev.warnings,
             infos: ev.infos,
         })
+    }
+
+    /// Parses and evaluates a query at one instant; parse errors are
+    /// `bad_data` with Prometheus's message, and annotation positions
+    /// refer to `query`'s lines and columns.
+    pub fn instant_query(
+        &self,
+        store: &dyn SeriesSelect,
+        query: &str,
+        ts_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        let expr =
+            panoptes_promql_parser::parse(query).map_err(|e| QueryError::BadData(e.to_string()))?;
+        let mut r = self.instant(store, &expr, ts_ms)?;
+        relocate(&mut r, query);
+        Ok(r)
+    }
+
+    /// Parses and evaluates a range query (see [`Engine::instant_query`]).
+    pub fn range_query(
+        &self,
+        store: &dyn SeriesSelect,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryResult, QueryError> {
+        let expr =
+            panoptes_promql_parser::parse(query).map_err(|e| QueryError::BadData(e.to_string()))?;
+        let mut r = self.range(store, &expr, start_ms, end_ms, step_ms)?;
+        relocate(&mut r, query);
+        Ok(r)
     }
 
     /// Evaluates `expr` at every step from `start_ms` to `end_ms`.
@@ -298,7 +326,30 @@ impl Engine {
             warnings: Vec::new(),
             infos: Vec::new(),
             is_range,
+            text: None,
         }
+    }
+}
+
+/// Rewrites the single-line ` (1:N)` positions of annotations into the
+/// line and column of byte offset N-1 of a multi-line query.
+fn relocate(r: &mut QueryResult, query: &str) {
+    if !query.contains('\n') {
+        return;
+    }
+    for a in r.warnings.iter_mut().chain(r.infos.iter_mut()) {
+        let Some(open) = a.rfind(" (1:") else {
+            continue;
+        };
+        let Some(n) = a[open + 4..]
+            .strip_suffix(')')
+            .and_then(|n| n.parse::<usize>().ok())
+        else {
+            continue;
+        };
+        let (l, c) = panoptes_promql_parser::ast::line_col(query, n.saturating_sub(1));
+        a.truncate(open);
+        a.push_str(&format!(" ({l}:{c})"));
     }
 }
 
@@ -370,6 +421,16 @@ fn finish_names(series: Vec<StepSeries>, instant: bool) -> EResult<Vec<StepSerie
 }
 
 impl<'a> Evaluator<'a> {
+    /// Position suffix ` (line:col)` of a node for annotations. Without the
+    /// query text, the query is taken to be a single line.
+    pub fn pos(&self, e: &Expr) -> String {
+        let (l, c) = match self.text {
+            Some(t) => e.span().line_col(t),
+            None => (1, e.span().start + 1),
+        };
+        format!(" ({l}:{c})")
+    }
+
     pub fn check_deadline(&self) -> EResult<()> {
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout(

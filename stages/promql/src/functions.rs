@@ -10,7 +10,7 @@ use panoptes_model::{Labels, MatchOp, METRIC_NAME};
 use panoptes_promql_parser::{Call, Expr};
 use regex::Regex;
 
-use crate::engine::{exec_err, pos_of, EResult, EvalVal, Evaluator, Grid, RangeArg, StepSeries};
+use crate::engine::{exec_err, EResult, EvalVal, Evaluator, Grid, RangeArg, StepSeries};
 
 /// Neumaier-compensated summation step, as Prometheus's `kahanSumInc`.
 pub(crate) fn kahan_inc(inc: f64, sum: f64, c: f64) -> (f64, f64) {
@@ -749,7 +749,7 @@ impl<'a> Evaluator<'a> {
                     self.warnings.push(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}{}",
                         panoptes_promql_parser::format_float(q),
-                        pos_of(&c.args[0])
+                        self.pos(&c.args[0])
                     ));
                 }
             }
@@ -863,7 +863,7 @@ impl<'a> Evaluator<'a> {
                     self.infos.push(format!(
                         "PromQL info: metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {:?}{}",
                         name,
-                        pos_of(arg)
+                        self.pos(arg)
                     ));
                 }
             }
@@ -1015,7 +1015,7 @@ impl<'a> Evaluator<'a> {
         if self.is_range {
             self.warnings.push(format!(
                 "PromQL warning: sort is ineffective for range queries since results are always ordered by labels{}",
-                pos_of(&Expr::Call(c.clone()))
+                self.pos(&Expr::Call(c.clone()))
             ));
             return Ok(EvalVal::Vector(series));
         }
@@ -1111,7 +1111,7 @@ impl<'a> Evaluator<'a> {
                             "PromQL warning: bucket label \"le\" is missing or has a malformed value of {:?} for metric name {:?}{}",
                             le,
                             mname,
-                            pos_of(vec_arg)
+                            self.pos(vec_arg)
                         ));
                         warned.push(mname);
                     }
@@ -1171,7 +1171,7 @@ impl<'a> Evaluator<'a> {
                         self.infos.push(format!(
                             "PromQL info: input to histogram_quantile needed to be fixed for monotonicity (see https://prometheus.io/docs/prometheus/latest/querying/functions/#histogram_quantile) for metric name {:?}{}",
                             series[members[0].1].labels.metric_name().unwrap_or(""),
-                            pos_of(vec_arg)
+                            self.pos(vec_arg)
                         ));
                     }
                     points[k].push((t, v));
@@ -1207,7 +1207,7 @@ impl<'a> Evaluator<'a> {
                     self.warnings.push(format!(
                         "PromQL warning: quantile value should be between 0 and 1, got {}{}",
                         panoptes_promql_parser::format_float(*q),
-                        pos_of(at)
+                        self.pos(at)
                     ));
                 }
             }

@@ -201,3 +201,20 @@ fn go_float_semantics() {
     let got = vector("clamp_max(vector(NaN), 1)", 0);
     assert!(got[0].1.is_nan());
 }
+
+#[test]
+fn query_text_entry_points_report_positions_and_parse_errors() {
+    let e = Engine::default();
+    let r = e
+        .instant_query(&store(), "quantile(\n  2, http_requests_total)", 1_800_000)
+        .expect("runs");
+    assert_eq!(
+        r.warnings,
+        vec!["PromQL warning: quantile value should be between 0 and 1, got 2 (2:3)".to_string()]
+    );
+    let err = e
+        .range_query(&store(), "sum(", 0, 60_000, 15_000)
+        .expect_err("does not parse");
+    assert_eq!(err.error_type(), "bad_data");
+    assert!(err.to_string().starts_with("1:5: parse error: "), "{err}");
+}
