@@ -7,6 +7,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
 import test_ingest  # noqa: E402
+import test_push  # noqa: E402
 
 
 def main():
@@ -15,7 +16,7 @@ def main():
     ap.add_argument("--only", default="", help="run only suites whose name contains this")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
-    suites = [("ingest", test_ingest.run)]
+    suites = [("ingest", test_ingest.run), ("push", test_push.run)]
     try:
         for name, fn in suites:
             if a.only in name:
