@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod proto;
 pub mod render;
 pub mod server;
+pub mod staleness;
 pub mod store;
 pub mod text;
 
@@ -282,6 +283,7 @@ impl PushIngest {
             let settings_changed = settings_changed.clone();
             ctx.runtime.spawn(async move {
                 let _guard = guard;
+                let mut staleness = Some(crate::staleness::Staleness::default());
                 loop {
                     let changed = settings_changed.notified();
                     let interval = settings.read().interval;
@@ -293,11 +295,17 @@ impl PushIngest {
                     }
                     let now = clock.now_ms();
                     let (s, source) = (store.clone(), id.clone());
-                    let Ok(batch) =
-                        tokio::task::spawn_blocking(move || s.batch(&source, now)).await
+                    let mut st = staleness.take().unwrap_or_default();
+                    let Ok((batch, st)) = tokio::task::spawn_blocking(move || {
+                        let mut batch = s.batch(&source, now);
+                        st.apply(&mut batch, now);
+                        (batch, st)
+                    })
+                    .await
                     else {
                         continue;
                     };
+                    staleness = Some(st);
                     if batch.is_empty() {
                         continue;
                     }

@@ -424,6 +424,28 @@ fn emits_all_groups_as_one_batch_with_grouping_labels() {
     let again = h.next_batch(Duration::from_secs(5)).expect("another batch");
     assert_eq!(again.samples.len(), batch.samples.len());
     assert!(h.metric("panoptes_push_emitted_batches_total") >= 2.0);
+    // A deleted group's series get one stale marker, then are gone.
+    assert_eq!(
+        h.push("DELETE", "/metrics/job/other/instance/box1", "").0,
+        202
+    );
+    let is_other = |s: &&panoptes_model::Sample| s.labels.get("job") == Some("other");
+    let marked = loop {
+        let b = h
+            .next_batch(Duration::from_secs(5))
+            .expect("a batch after delete");
+        if b.samples.iter().filter(is_other).count() > 0
+            && b.samples
+                .iter()
+                .filter(is_other)
+                .all(|s| panoptes_model::is_stale_nan(s.value))
+        {
+            break b;
+        }
+    };
+    assert_eq!(marked.samples.iter().filter(is_other).count(), 3);
+    let after = h.next_batch(Duration::from_secs(5)).expect("a later batch");
+    assert_eq!(after.samples.iter().filter(is_other).count(), 0);
 }
 
 #[test]
