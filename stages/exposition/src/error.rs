@@ -34,10 +34,12 @@ pub(crate) struct PErr<'a> {
 }
 
 impl<'a> NomParseError<&'a str> for PErr<'a> {
-    fn from_error_kind(input: &'a str, kind: ErrorKind) -> Self {
+    // Called for every failed alternative of `alt`, so it must not allocate;
+    // parsers map these errors to a precise expectation (`expect`).
+    fn from_error_kind(input: &'a str, _kind: ErrorKind) -> Self {
         PErr {
             at: input,
-            problem: Problem::Invalid(format!("unexpected input ({})", kind.description())),
+            problem: Problem::Expected("valid input"),
         }
     }
 

@@ -191,7 +191,17 @@ impl<'a> Iterator for Parser<'a> {
                         exemplar: h.exemplar,
                     })))
                 }
-                Ok(Line::Meta(entry)) => return Some(Ok(entry)),
+                Ok(Line::Help { family, help }) => return Some(Ok(Entry::Help { family, help })),
+                Ok(Line::Type {
+                    family,
+                    metric_type,
+                }) => {
+                    return Some(Ok(Entry::Type {
+                        family,
+                        metric_type,
+                    }))
+                }
+                Ok(Line::Unit { family, unit }) => return Some(Ok(Entry::Unit { family, unit })),
                 Ok(Line::Skip) => continue,
                 Err(e) => return self.fail(e),
             }
@@ -199,14 +209,23 @@ impl<'a> Iterator for Parser<'a> {
     }
 }
 
-/// What one line turned out to be. A transient value on the stack; the size
-/// of the (rare) metadata variant does not matter.
-#[allow(clippy::large_enum_variant)]
+/// What one line turned out to be (small: metadata does not carry the
+/// room a sample's inline labels need).
 enum Line<'a> {
     /// A blank line, a comment or `# EOF`.
     Skip,
-    /// HELP, TYPE or UNIT.
-    Meta(Entry<'a>),
+    Help {
+        family: &'a str,
+        help: Cow<'a, str>,
+    },
+    Type {
+        family: &'a str,
+        metric_type: MetricType,
+    },
+    Unit {
+        family: &'a str,
+        unit: &'a str,
+    },
     /// A sample, whose labels were written to the caller's buffer.
     Sample(SampleHead<'a>),
 }
@@ -348,7 +367,7 @@ impl<'a> Parser<'a> {
         let line = utf8_line(raw, line_no)?;
         let rest = &line[first..];
         let result = if rest.starts_with('#') {
-            self.text_metadata(rest).map(Line::Meta)
+            self.text_metadata(rest)
         } else {
             self.sample(rest, false, labels).map(Line::Sample)
         };
@@ -357,7 +376,7 @@ impl<'a> Parser<'a> {
 
     /// `# HELP name text` or `# TYPE name type` (the caller checked the
     /// keyword), with Prometheus's blank handling.
-    fn text_metadata(&mut self, line: &'a str) -> Result<Entry<'a>, nom::Err<PErr<'a>>> {
+    fn text_metadata(&mut self, line: &'a str) -> Result<Line<'a>, nom::Err<PErr<'a>>> {
         let keyword = alt((value(true, tag("HELP")), value(false, tag("TYPE"))));
         let (at_name, is_help) = expect(
             "\"# HELP\" or \"# TYPE\"",
@@ -385,7 +404,7 @@ impl<'a> Parser<'a> {
                 None,
                 Format::PrometheusText,
             )?;
-            return Ok(Entry::Help {
+            return Ok(Line::Help {
                 family,
                 help: unescape_help(text, false),
             });
@@ -414,7 +433,7 @@ impl<'a> Parser<'a> {
             Some(metric_type),
             Format::PrometheusText,
         )?;
-        Ok(Entry::Type {
+        Ok(Line::Type {
             family,
             metric_type,
         })
@@ -439,7 +458,6 @@ impl<'a> Parser<'a> {
         let line = utf8_line(raw, line_no)?;
         let result = if line.starts_with('#') {
             self.om_metadata(line)
-                .map(|e| e.map_or(Line::Skip, Line::Meta))
         } else {
             self.sample(line, true, labels).map(Line::Sample)
         };
@@ -448,7 +466,7 @@ impl<'a> Parser<'a> {
 
     /// `# HELP`, `# TYPE`, `# UNIT` or `# EOF`: OpenMetrics allows no other
     /// comment.
-    fn om_metadata(&mut self, line: &'a str) -> Result<Option<Entry<'a>>, nom::Err<PErr<'a>>> {
+    fn om_metadata(&mut self, line: &'a str) -> Result<Line<'a>, nom::Err<PErr<'a>>> {
         const WHAT: &str = "\"# HELP\", \"# TYPE\", \"# UNIT\" or \"# EOF\" (OpenMetrics allows no other comments)";
         let keyword = alt((
             value(Some(MetaKind::Help), tag("HELP ")),
@@ -462,14 +480,14 @@ impl<'a> Parser<'a> {
                 return Err(err_expected(at_name, "end of line after \"# EOF\""));
             }
             self.saw_eof = true;
-            return Ok(None);
+            return Ok(Line::Skip);
         };
         let (r, family) = metric_name(at_name, kind.name_expectation())?;
         let Some(text) = r.strip_prefix(' ') else {
             return Err(err_expected(r, kind.text_expectation()));
         };
         let entry = match kind {
-            MetaKind::Help => Entry::Help {
+            MetaKind::Help => Line::Help {
                 family,
                 help: unescape_help(text, true),
             },
@@ -493,7 +511,7 @@ impl<'a> Parser<'a> {
                         ))
                     }
                 };
-                Entry::Type {
+                Line::Type {
                     family,
                     metric_type,
                 }
@@ -509,16 +527,16 @@ impl<'a> Parser<'a> {
                         format!("unit {text:?} is not a suffix of the metric name {family:?}"),
                     ));
                 }
-                Entry::Unit { family, unit: text }
+                Line::Unit { family, unit: text }
             }
         };
         let metric_type = match &entry {
-            Entry::Type { metric_type, .. } => Some(*metric_type),
+            Line::Type { metric_type, .. } => Some(*metric_type),
             _ => None,
         };
         self.families
             .record_meta(at_name, family, kind, metric_type, Format::OpenMetrics)?;
-        Ok(Some(entry))
+        Ok(entry)
     }
 
     /// A sample line in either format (`om` selects the OpenMetrics rules:
