@@ -504,7 +504,15 @@ impl<'a> Parser<'a> {
         let v = if neg { -v } else { v };
         let ms = v * 1000.0;
         if !ms.is_finite() || ms >= i64::MAX as f64 || ms <= i64::MIN as f64 {
-            return err(p, "timestamp out of bounds for @ modifier");
+            let shown = if v.is_finite() {
+                format!("{v:.6}")
+            } else {
+                crate::printer::format_float(v)
+            };
+            return err(
+                p,
+                format!("timestamp out of bounds for @ modifier: {shown}"),
+            );
         }
         Ok(AtModifier::Timestamp(ms.round() as i64))
     }

@@ -41,6 +41,16 @@ const VALID: &[(&str, &str)] = &[
     ("foo offset -5m", "foo offset -5m"),
     ("foo[5m] offset 1h", "foo[5m] offset 1h"),
     ("foo @ 100", "foo @ 100.000"),
+    ("foo @ 3.3335", "foo @ 3.334"),
+    ("foo @ -3.3e1", "foo @ -33.000"),
+    ("foo{NaN='bc'}", "foo{NaN=\"bc\"}"),
+    ("min", "min"),
+    ("foo offset +(5)", "foo offset +(5s)"),
+    ("foo[(5s)]", "foo[(5s)]"),
+    (
+        "{'foo\\'bar', 'a\\\\b'='c'}",
+        "{\"foo'bar\", \"a\\\\b\"=\"c\"}",
+    ),
     ("foo @ start()", "foo @ start()"),
     ("foo[5m] @ end() offset 1m", "foo[5m] @ end() offset 1m"),
     ("foo offset 1m @ 10", "foo @ 10.000 offset 1m"),
@@ -145,6 +155,8 @@ const INVALID: &[(&str, &str)] = &[
     ("sum(a) by (b) by (c)", "1:15: parse error: unexpected identifier \"by\""),
     ("deriv(foo[3m] smoothed)", "1:7: parse error: smoothed modifier can only be used with: delta, increase, rate - not with deriv"),
     ("a\n+ )", "2:3: parse error: unexpected \")\""),
+    ("foo @ +Inf", "1:7: parse error: timestamp out of bounds for @ modifier: +Inf"),
+    ("foo @ NaN", "1:7: parse error: timestamp out of bounds for @ modifier: NaN"),
 ];
 
 #[test]
