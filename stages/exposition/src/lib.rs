@@ -8,6 +8,29 @@
 //! renders samples back as text format 0.0.4. Acceptance rules follow
 //! Prometheus's own scrape parsers (`model/textparse`) and the format
 //! specifications; see `Parser` for the checks beyond syntax.
+//!
+//! Where Prometheus's scrape parser is more lenient than the format
+//! specifications (and than the reference text parser in
+//! `prometheus/common/expfmt`, which the Pushgateway uses), this crate
+//! follows the specifications:
+//! - label values allow only the escapes `\\`, `\"` and `\n`, and no raw
+//!   newline (Prometheus keeps unknown escapes verbatim);
+//! - label pairs are separated by commas (Prometheus's text lexer also
+//!   accepts blanks), and a metric name is followed by a blank or `{`;
+//! - a repeated label name, a second HELP/TYPE/UNIT line for a family, and
+//!   metadata after the family's first sample are errors (Prometheus leaves
+//!   duplicates to its scrape loop and ignores metadata order).
+//!
+//! Everything else is as in Prometheus: blanks and comments in the text
+//! format, the float syntax (Go's, with `NaN`, `Inf`/`Infinity` in any case,
+//! no hex or `_`), digits-only millisecond timestamps in text 0.0.4, float
+//! seconds in OpenMetrics truncated to milliseconds, `# EOF` with nothing
+//! after it, no blank lines or free comments in OpenMetrics, `_created`
+//! series passed through as ordinary samples, and HELP escapes (`\\`, `\n`,
+//! plus `\"` in OpenMetrics; others kept). Label values are passed on as
+//! written; [`normalize_float_label_value`] offers Prometheus 3's `le` /
+//! `quantile` normalisation. UTF-8 quoted metric names (`{"my.metric"}`,
+//! a post-1.0 extension) are not supported.
 
 mod batch;
 mod error;
@@ -19,7 +42,7 @@ pub use batch::parse_to_batch;
 pub use error::ParseError;
 pub use lex::{is_valid_label_name, is_valid_metric_name};
 pub use parser::{Entry, Exemplar, LabelPairs, Parser, SampleEntry, EXEMPLAR_MAX_CHARS};
-pub use write::{format_float, write_text};
+pub use write::{format_float, format_openmetrics_float, normalize_float_label_value, write_text};
 
 /// The exposition formats this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

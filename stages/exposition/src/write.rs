@@ -190,6 +190,49 @@ pub fn format_float(out: &mut String, v: f64) {
     }
 }
 
+/// Appends `v` in OpenMetrics' float style, as Prometheus's
+/// `FormatOpenMetricsFloat`: like [`format_float`] but with `.0` added to a
+/// number that would otherwise have neither `.` nor `e` (`1.0`, `0.0`,
+/// `10.0`, `1e+06`).
+pub fn format_openmetrics_float(out: &mut String, v: f64) {
+    let start = out.len();
+    format_float(out, v);
+    let written = &out[start..];
+    if !v.is_finite() || written.contains(['.', 'e']) {
+        return;
+    }
+    out.push_str(".0");
+}
+
+/// Prometheus 3's normalisation of bucket and quantile bounds: the value of
+/// `le` on a histogram's samples or `quantile` on a summary's, when it parses
+/// as a float, rewritten in OpenMetrics style (`le="1"` becomes `le="1.0"`),
+/// so that text-format and OpenMetrics scrapes of one target give the same
+/// series. Other labels and unparsable values are returned unchanged. The
+/// parser leaves labels as written; a scraper applies this if it wants
+/// Prometheus 3's behaviour (Prometheus 2 did not normalise).
+pub fn normalize_float_label_value<'v>(
+    metric_type: MetricType,
+    label: &str,
+    value: &'v str,
+) -> std::borrow::Cow<'v, str> {
+    let applies = (metric_type == MetricType::Histogram && label == "le")
+        || (metric_type == MetricType::Summary && label == "quantile");
+    if !applies {
+        return std::borrow::Cow::Borrowed(value);
+    }
+    let Ok(v) = crate::lex::parse_float(value) else {
+        return std::borrow::Cow::Borrowed(value);
+    };
+    let mut out = String::with_capacity(value.len() + 2);
+    format_openmetrics_float(&mut out, v);
+    if out == value {
+        std::borrow::Cow::Borrowed(value)
+    } else {
+        std::borrow::Cow::Owned(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +273,30 @@ mod tests {
         for (v, want) in cases {
             assert_eq!(f(v), want, "{v:e}");
         }
+    }
+
+    #[test]
+    fn openmetrics_floats_and_bound_normalisation() {
+        let om = |v: f64| {
+            let mut s = String::new();
+            format_openmetrics_float(&mut s, v);
+            s
+        };
+        assert_eq!(om(1.0), "1.0");
+        assert_eq!(om(0.0), "0.0");
+        assert_eq!(om(10.0), "10.0");
+        assert_eq!(om(0.25), "0.25");
+        assert_eq!(om(1e6), "1e+06");
+        assert_eq!(om(f64::INFINITY), "+Inf");
+        assert_eq!(om(f64::NAN), "NaN");
+        let n = |t, l, v| normalize_float_label_value(t, l, v).into_owned();
+        assert_eq!(n(MetricType::Histogram, "le", "1"), "1.0");
+        assert_eq!(n(MetricType::Histogram, "le", "+Inf"), "+Inf");
+        assert_eq!(n(MetricType::Histogram, "le", "0.005"), "0.005");
+        assert_eq!(n(MetricType::Summary, "quantile", "0"), "0.0");
+        assert_eq!(n(MetricType::Summary, "le", "1"), "1");
+        assert_eq!(n(MetricType::Gauge, "le", "1"), "1");
+        assert_eq!(n(MetricType::Histogram, "le", "x"), "x");
     }
 
     #[test]
