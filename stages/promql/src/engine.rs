@@ -6,6 +6,7 @@
 //! union of all the windows it needs, and walks them with a cursor.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -136,6 +137,8 @@ pub(crate) struct Evaluator<'a> {
     pub is_range: bool,
     /// The query text, when known, for `line:col` positions.
     pub text: Option<&'a str>,
+    /// Set by the caller to abandon the query (`canceled`).
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 pub(crate) type EResult<T> = Result<T, QueryError>;
@@ -156,7 +159,20 @@ impl Engine {
         expr: &Expr,
         ts_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.instant_cancellable(store, expr, ts_ms, None)
+    }
+
+    /// Like [`Engine::instant`]; setting `cancel` makes the query stop with
+    /// a `canceled` error at its next check.
+    pub fn instant_cancellable(
+        &self,
+        store: &dyn SeriesSelect,
+        expr: &Expr,
+        ts_ms: i64,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<QueryResult, QueryError> {
         let mut ev = self.evaluator(store, ts_ms, ts_ms, 0, false);
+        ev.cancel = cancel;
         let grid = Grid {
             start: ts_ms,
             end: ts_ms,
@@ -244,6 +260,19 @@ impl Engine {
         end_ms: i64,
         step_ms: i64,
     ) -> Result<QueryResult, QueryError> {
+        self.range_cancellable(store, expr, start_ms, end_ms, step_ms, None)
+    }
+
+    /// Like [`Engine::range`], with a cancel flag.
+    pub fn range_cancellable(
+        &self,
+        store: &dyn SeriesSelect,
+        expr: &Expr,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<QueryResult, QueryError> {
         if step_ms <= 0 {
             return Err(QueryError::BadData(
                 "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
@@ -264,6 +293,7 @@ impl Engine {
             }
         }
         let mut ev = self.evaluator(store, start_ms, end_ms, step_ms, true);
+        ev.cancel = cancel;
         let grid = Grid {
             start: start_ms,
             end: end_ms,
@@ -327,6 +357,7 @@ impl Engine {
             infos: Vec::new(),
             is_range,
             text: None,
+            cancel: None,
         }
     }
 }
@@ -432,6 +463,11 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn check_deadline(&self) -> EResult<()> {
+        if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(QueryError::Canceled(
+                "query was canceled in expression evaluation".into(),
+            ));
+        }
         if Instant::now() > self.deadline {
             return Err(QueryError::Timeout(
                 "query timed out in expression evaluation".into(),

@@ -218,3 +218,19 @@ fn query_text_entry_points_report_positions_and_parse_errors() {
     assert_eq!(err.error_type(), "bad_data");
     assert!(err.to_string().starts_with("1:5: parse error: "), "{err}");
 }
+
+#[test]
+fn cancelled_queries_report_canceled() {
+    let flag = std::sync::atomic::AtomicBool::new(true);
+    let err = Engine::default()
+        .range_cancellable(
+            &store(),
+            &parse("rate(http_requests_total[5m])").expect("parses"),
+            0,
+            600_000,
+            15_000,
+            Some(&flag),
+        )
+        .expect_err("canceled");
+    assert_eq!(err.error_type(), "canceled");
+}
