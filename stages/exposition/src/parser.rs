@@ -862,3 +862,86 @@ pub(crate) fn sample_suffixes(t: MetricType, format: Format) -> &'static [&'stat
         (_, Format::OpenMetrics) => &[],
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(body: &str, format: Format) -> Vec<SampleEntry<'_>> {
+        Parser::new(body.as_bytes(), format)
+            .map(|e| e.expect("valid body"))
+            .filter_map(|e| match e {
+                Entry::Sample(s) => Some(s),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn series_is_the_exact_text_and_values_borrow_unless_escaped() {
+        let body = "a{x=\"1\", y=\"q\\\"q\"} 2\nb 3 17\n";
+        let s = samples(body, Format::PrometheusText);
+        assert_eq!(s[0].series, "a{x=\"1\", y=\"q\\\"q\"}");
+        assert_eq!(s[0].name, "a");
+        assert!(matches!(s[0].labels[0], ("x", Cow::Borrowed("1"))));
+        assert!(matches!(&s[0].labels[1], ("y", Cow::Owned(v)) if v == "q\"q"));
+        assert_eq!(s[1].series, "b");
+        assert_eq!(s[1].timestamp_ms, Some(17));
+        assert!(!s[0].labels.spilled(), "a small label set stays inline");
+    }
+
+    #[test]
+    fn nothing_is_yielded_after_an_error() {
+        let mut p = Parser::new(b"a 1\nb x\nc 3\n", Format::PrometheusText);
+        assert!(matches!(p.next(), Some(Ok(Entry::Sample(_)))));
+        let err = p.next().and_then(Result::err).expect("an error");
+        assert_eq!((err.line, err.column), (2, 3));
+        assert!(p.next().is_none());
+        assert!(p.next().is_none());
+    }
+
+    #[test]
+    fn openmetrics_timestamps_are_seconds_and_exemplars_are_kept() {
+        let body = "# TYPE c counter\nc_total 4 1.5 # {id=\"x\"} 1 2.25\n# EOF";
+        let s = samples(body, Format::OpenMetrics);
+        assert_eq!(s[0].timestamp_ms, Some(1500));
+        let e = s[0].exemplar.as_ref().expect("exemplar");
+        assert_eq!(e.labels, vec![("id", Cow::Borrowed("x"))]);
+        assert_eq!((e.value, e.timestamp_ms), (1.0, Some(2250)));
+    }
+
+    #[test]
+    fn declared_types_are_remembered() {
+        let body = b"# TYPE h histogram\nh_bucket{le=\"+Inf\"} 1\n";
+        let mut p = Parser::new(body, Format::PrometheusText);
+        assert_eq!(p.declared_type("h"), None);
+        p.by_ref().for_each(drop);
+        assert_eq!(p.declared_type("h"), Some(MetricType::Histogram));
+        assert_eq!(p.format(), Format::PrometheusText);
+    }
+
+    #[test]
+    fn metadata_rules_are_per_family() {
+        // Interleaving other families is fine; only the family's own samples
+        // (with its type's suffixes) must come after its metadata.
+        let ok = "# TYPE a summary\na_sum 1\n# TYPE b gauge\nb 1\na_count 2\n";
+        assert_eq!(samples(ok, Format::PrometheusText).len(), 3);
+        let late = "# TYPE a summary\na_sum 1\n# HELP a Late help.\n";
+        let err = Parser::new(late.as_bytes(), Format::PrometheusText)
+            .find_map(Result::err)
+            .expect("late HELP rejected");
+        assert_eq!(err.line, 3);
+        assert!(err.message.contains("comes after samples"), "{err}");
+    }
+
+    #[test]
+    fn empty_bodies() {
+        assert_eq!(Parser::new(b"", Format::PrometheusText).count(), 0);
+        assert_eq!(Parser::new(b"\n \n", Format::PrometheusText).count(), 0);
+        assert_eq!(Parser::new(b"# EOF\n", Format::OpenMetrics).count(), 0);
+        let err = Parser::new(b"", Format::OpenMetrics)
+            .find_map(Result::err)
+            .expect("missing EOF");
+        assert_eq!((err.line, err.column), (1, 1));
+    }
+}

@@ -17,7 +17,9 @@ use crate::Format;
 /// A sample belongs to the family whose metadata names it, directly or with
 /// its type's suffix (`_bucket`, `_sum`, `_count`, `_total`, `_created`, …);
 /// a sample without metadata is its own `untyped` family. Families come out
-/// sorted by name, samples within a family in the order given. Types the
+/// sorted by name, samples within a family in the order given, labels sorted
+/// by name except that `le` (histograms) and `quantile` (summaries) come
+/// last, as Go's writer puts them. Types the
 /// text format lacks are written as their nearest text type (gaugehistogram
 /// as histogram, info and stateset as gauge).
 pub fn write_text(
@@ -63,8 +65,15 @@ pub fn write_text(
         out.push(' ');
         out.push_str(text_type_name(metric_type));
         out.push('\n');
+        // Go's writer appends a bucket's `le` and a quantile's `quantile`
+        // after the other labels; do the same so bodies match byte for byte.
+        let last_label = match metric_type {
+            MetricType::Histogram | MetricType::GaugeHistogram => Some("le"),
+            MetricType::Summary => Some("quantile"),
+            _ => None,
+        };
         for s in samples {
-            write_sample(out, s, with_timestamps);
+            write_sample(out, s, last_label, with_timestamps);
         }
     }
 }
@@ -109,10 +118,16 @@ fn escape_help(out: &mut String, help: &str) {
     }
 }
 
-fn write_sample(out: &mut String, s: &Sample, with_timestamps: bool) {
+fn write_sample(out: &mut String, s: &Sample, last_label: Option<&str>, with_timestamps: bool) {
     out.push_str(s.labels.metric_name().unwrap_or(""));
     let mut first = true;
-    for l in s.labels.iter().filter(|l| &*l.name != METRIC_NAME) {
+    let is_last = |name: &str| Some(name) == last_label;
+    let ordered = s
+        .labels
+        .iter()
+        .filter(|l| &*l.name != METRIC_NAME && !is_last(&l.name))
+        .chain(s.labels.iter().filter(|l| is_last(&l.name)));
+    for l in ordered {
         out.push(if first { '{' } else { ',' });
         first = false;
         out.push_str(&l.name);
