@@ -15,7 +15,7 @@ use panoptes_model::{parse_duration, Labels, DURATION_PATTERN};
 use crate::global::GlobalConfig;
 use crate::graph::PipelineGraph;
 use crate::registry::Registry;
-use crate::schema::{pipeline_schema, DEFAULT_BUFFER, ENGINE_KEYS};
+use crate::schema::{DEFAULT_BUFFER, ENGINE_KEYS};
 use crate::source::{render_path, PathSeg, Pos, SourceDoc};
 use crate::stage::{CompileContext, MessageType, StageConfig};
 
@@ -377,11 +377,8 @@ fn pointer_segments(pointer: &str, root: &Value) -> Vec<PathSeg> {
 }
 
 fn check_schema(c: &mut Collector<'_>, registry: &Registry) {
-    let schema = pipeline_schema(registry);
-    let validator = match jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft202012)
-        .build(&schema)
-    {
+    let checked = registry.checked_schema();
+    let validator = match &checked.validator {
         Ok(v) => v,
         Err(e) => {
             // A kind shipped an invalid schema: a bug, but report it rather
@@ -397,7 +394,7 @@ fn check_schema(c: &mut Collector<'_>, registry: &Registry) {
     let root = c.doc.value.clone();
     for err in validator.iter_errors(&root) {
         let segs = pointer_segments(err.instance_path.as_str(), &root);
-        describe_schema_error(c, &schema, &segs, &err);
+        describe_schema_error(c, &checked.schema, &segs, &err);
     }
 }
 

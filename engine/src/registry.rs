@@ -2,7 +2,7 @@
 //! in the binary's `registry()`), and the engine's only way to find a kind.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::stage::StageKind;
 
@@ -10,6 +10,15 @@ use crate::stage::StageKind;
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
+    /// The pipeline schema and its compiled validator, built once: every
+    /// validate and reload would otherwise recompile them.
+    checked_schema: Arc<OnceLock<CheckedSchema>>,
+}
+
+/// The pipeline schema with its validator (or why it does not compile).
+pub struct CheckedSchema {
+    pub schema: serde_json::Value,
+    pub validator: Result<jsonschema::Validator, String>,
 }
 
 impl Registry {
@@ -20,7 +29,20 @@ impl Registry {
     /// Adds a kind. A second kind with the same name replaces the first.
     pub fn register(&mut self, kind: impl StageKind) -> &mut Self {
         self.kinds.insert(kind.name(), Arc::new(kind));
+        self.checked_schema = Arc::default();
         self
+    }
+
+    /// The pipeline schema of these kinds, compiled once.
+    pub fn checked_schema(&self) -> &CheckedSchema {
+        self.checked_schema.get_or_init(|| {
+            let schema = crate::schema::pipeline_schema(self);
+            let validator = jsonschema::options()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(&schema)
+                .map_err(|e| e.to_string());
+            CheckedSchema { schema, validator }
+        })
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn StageKind>> {
