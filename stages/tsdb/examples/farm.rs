@@ -3,7 +3,7 @@
 //! interval, then cuts blocks and reports CPU per million samples, RSS per
 //! series, bytes per sample on disk and WAL replay time.
 //!
-//! `cargo run --release -p panoptes-tsdb --example farm -- [targets] [series_per_target] [seconds]`
+//! `cargo run --release -p panoptes-tsdb --example farm -- [targets] [series_per_target] [seconds] [block_seconds]`
 
 use std::time::Instant;
 
@@ -60,10 +60,11 @@ fn main() {
     let targets = args.first().copied().unwrap_or(50);
     let per_target = args.get(1).copied().unwrap_or(2000);
     let seconds = args.get(2).copied().unwrap_or(600) as i64;
+    let block_secs = args.get(3).copied().unwrap_or(120) as i64;
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
-        block_duration_ms: 120_000,
-        max_block_duration_ms: Some(120_000 * 27),
+        block_duration_ms: block_secs * 1000,
+        max_block_duration_ms: Some(block_secs * 1000 * 27),
         ..Options::default()
     };
 
@@ -157,7 +158,7 @@ fn main() {
             total += batch.samples.len() as u64;
             db.append(&batch).unwrap();
         }
-        if sec % 30 == 0 {
+        if sec % 60 == 0 {
             db.maintain().unwrap();
         }
     }

@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bits::{put_bytes, put_uvarint, put_varint, DecodeError, Decoder};
 use crate::chunk::{self, ChunkError};
-use crate::head::{merge_samples, HeadChunk, SelectedSeries, SeriesData};
+use crate::head::{merge_samples, SelectedSeries, SeriesData};
+use crate::packed;
 use crate::postings::{self, PostingsSource};
 
 const INDEX_MAGIC: &[u8; 4] = b"PTIX";
@@ -117,7 +118,13 @@ pub struct Tombstone {
     pub maxt: i64,
 }
 
-/// Writes a block from series data sorted by labels. Returns its meta.
+/// Chunk encoding in chunk files: a Gorilla XOR chunk.
+pub const ENC_XOR: u8 = 1;
+/// Chunk encoding in chunk files: a packed chunk (see [`crate::packed`]).
+pub const ENC_PACKED: u8 = 2;
+
+/// Writes a block from head series data sorted by labels (Gorilla chunks are
+/// decoded and re-packed). Returns its meta.
 pub fn write_block(
     parent: &Path,
     mint: i64,
@@ -125,56 +132,223 @@ pub fn write_block(
     series: &[SeriesData],
     compaction: CompactionMeta,
 ) -> Result<BlockMeta, BlockError> {
-    let ulid = ulid::Ulid::new().to_string();
-    let tmp = parent.join(format!("{ulid}.tmp"));
-    let chunks_dir = tmp.join("chunks");
-    fs::create_dir_all(&chunks_dir).map_err(io_err(&chunks_dir))?;
-
-    // Chunks first, remembering where each landed.
-    let mut writer = ChunkFileWriter::new(&chunks_dir)?;
-    let mut refs: Vec<Vec<(i64, i64, u32, u64)>> = Vec::with_capacity(series.len());
-    let mut stats = BlockStats::default();
+    let symbols = series.iter().flat_map(|s| {
+        s.labels
+            .iter()
+            .flat_map(|l| [l.name.clone(), l.value.clone()])
+    });
+    let mut w = BlockWriter::new(parent, symbols)?;
+    let mut samples = Vec::new();
     for s in series {
-        let mut metas = Vec::with_capacity(s.chunks.len());
+        samples.clear();
         for c in &s.chunks {
-            let (file, off) = writer.write(&c.data)?;
-            metas.push((c.mint, c.maxt, file, off));
-            stats.num_chunks += 1;
-            stats.num_samples += chunk::chunk_len(&c.data).unwrap_or(0) as u64;
+            let part = match chunk::decode(&c.data) {
+                Ok(p) => p,
+                Err(source) => {
+                    w.abort();
+                    return Err(BlockError::Chunk {
+                        path: parent.to_path_buf(),
+                        offset: 0,
+                        source,
+                    });
+                }
+            };
+            samples = merge_samples(std::mem::take(&mut samples), &part);
         }
-        refs.push(metas);
+        samples.retain(|x| x.0 >= mint && x.0 < maxt);
+        w.add_series(&s.labels, &samples)?;
     }
-    writer.finish()?;
-    stats.num_series = series.len() as u64;
+    w.finish(mint, maxt, compaction)
+}
 
-    let index = encode_index(series, &refs);
-    let index_path = tmp.join("index");
-    write_synced(&index_path, &index)?;
-    write_synced(&tmp.join("tombstones"), &encode_tombstones(&[]))?;
+/// Writes one block series by series (in label order), so that a compaction
+/// holds one series in memory at a time. Everything goes to `<ulid>.tmp/`
+/// until [`BlockWriter::finish`] renames it into place.
+pub struct BlockWriter {
+    parent: PathBuf,
+    ulid: String,
+    tmp: PathBuf,
+    chunks: ChunkFileWriter,
+    sym_id: HashMap<Arc<str>, u64>,
+    index: Vec<u8>,
+    series_off: u64,
+    offsets: Vec<u64>,
+    postings: HashMap<(u64, u64), Vec<u32>>,
+    stats: BlockStats,
+    last_labels: Option<Labels>,
+}
 
-    let mut compaction = compaction;
-    if compaction.sources.is_empty() {
-        compaction.sources.push(ulid.clone());
+impl BlockWriter {
+    /// Starts a block whose series use (a subset of) these symbols.
+    pub fn new(
+        parent: &Path,
+        symbols: impl IntoIterator<Item = Arc<str>>,
+    ) -> Result<BlockWriter, BlockError> {
+        let ulid = ulid::Ulid::new().to_string();
+        let tmp = parent.join(format!("{ulid}.tmp"));
+        let chunks_dir = tmp.join("chunks");
+        fs::create_dir_all(&chunks_dir).map_err(io_err(&chunks_dir))?;
+        let mut syms: Vec<Arc<str>> = symbols.into_iter().collect();
+        syms.sort_unstable();
+        syms.dedup();
+        let mut index = Vec::with_capacity(1 << 16);
+        index.extend_from_slice(INDEX_MAGIC);
+        index.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
+        put_uvarint(&mut index, syms.len() as u64);
+        for s in &syms {
+            put_bytes(&mut index, s.as_bytes());
+        }
+        let series_off = index.len() as u64;
+        let sym_id = syms
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| (s, i as u64))
+            .collect();
+        Ok(BlockWriter {
+            parent: parent.to_path_buf(),
+            ulid,
+            tmp,
+            chunks: ChunkFileWriter::new(&chunks_dir)?,
+            sym_id,
+            index,
+            series_off,
+            offsets: Vec::new(),
+            postings: HashMap::new(),
+            stats: BlockStats::default(),
+            last_labels: None,
+        })
     }
-    let meta = BlockMeta {
-        ulid: ulid.clone(),
-        min_time: mint,
-        max_time: maxt,
-        stats,
-        compaction,
-        version: 1,
-    };
-    let meta_json = serde_json::to_vec_pretty(&meta).map_err(|source| BlockError::Meta {
-        path: tmp.join("meta.json"),
-        source,
-    })?;
-    write_synced(&tmp.join("meta.json"), &meta_json)?;
-    sync_dir(&chunks_dir)?;
-    sync_dir(&tmp)?;
-    let dst = parent.join(&ulid);
-    fs::rename(&tmp, &dst).map_err(io_err(&tmp))?;
-    sync_dir(parent)?;
-    Ok(meta)
+
+    /// Adds a series with its samples (sorted, strictly increasing
+    /// timestamps). Series must come in label order; empty ones are skipped.
+    pub fn add_series(
+        &mut self,
+        labels: &Labels,
+        samples: &[(i64, f64)],
+    ) -> Result<(), BlockError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        if self.last_labels.as_ref().is_some_and(|l| l >= labels) {
+            return Err(corrupt(
+                &self.tmp,
+                format!("series {labels} added out of order"),
+            ));
+        }
+        let mut metas = Vec::new();
+        for part in samples.chunks(packed::SAMPLES_PER_PACKED_CHUNK) {
+            let data = packed::encode(part);
+            let (file, off) = self.chunks.write(ENC_PACKED, &data)?;
+            metas.push((part[0].0, part[part.len() - 1].0, file, off));
+        }
+        let id = self.offsets.len() as u32;
+        self.offsets.push(self.index.len() as u64);
+        put_uvarint(&mut self.index, labels.len() as u64);
+        for l in labels.iter() {
+            let (Some(&n), Some(&v)) = (self.sym_id.get(&l.name), self.sym_id.get(&l.value)) else {
+                return Err(corrupt(
+                    &self.tmp,
+                    format!("series {labels} uses a symbol missing from the table"),
+                ));
+            };
+            put_uvarint(&mut self.index, n);
+            put_uvarint(&mut self.index, v);
+            self.postings.entry((n, v)).or_default().push(id);
+        }
+        put_uvarint(&mut self.index, metas.len() as u64);
+        for &(mint, maxt, file, off) in &metas {
+            put_varint(&mut self.index, mint);
+            put_uvarint(&mut self.index, maxt.wrapping_sub(mint) as u64);
+            put_uvarint(&mut self.index, file as u64);
+            put_uvarint(&mut self.index, off);
+        }
+        self.stats.num_series += 1;
+        self.stats.num_chunks += metas.len() as u64;
+        self.stats.num_samples += samples.len() as u64;
+        self.last_labels = Some(labels.clone());
+        Ok(())
+    }
+
+    /// Writes the index, tombstones and meta, fsyncs and renames the block
+    /// into place.
+    pub fn finish(
+        mut self,
+        mint: i64,
+        maxt: i64,
+        compaction: CompactionMeta,
+    ) -> Result<BlockMeta, BlockError> {
+        let chunks = std::mem::replace(&mut self.chunks, ChunkFileWriter::closed());
+        chunks.finish()?;
+        let mut out = std::mem::take(&mut self.index);
+        let series_offsets_off = out.len() as u64;
+        for o in &self.offsets {
+            out.extend_from_slice(&o.to_le_bytes());
+        }
+        let mut keys: Vec<(u64, u64)> = self.postings.keys().copied().collect();
+        keys.sort_unstable();
+        let postings_off = out.len() as u64;
+        let mut table = Vec::with_capacity(keys.len());
+        for k in &keys {
+            table.push((k.0, k.1, out.len() as u64));
+            let list = &self.postings[k];
+            put_uvarint(&mut out, list.len() as u64);
+            let mut prev = 0u32;
+            for &id in list {
+                put_uvarint(&mut out, (id - prev) as u64);
+                prev = id;
+            }
+        }
+        let postings_table_off = out.len() as u64;
+        put_uvarint(&mut out, table.len() as u64);
+        for (n, v, off) in table {
+            put_uvarint(&mut out, n);
+            put_uvarint(&mut out, v);
+            put_uvarint(&mut out, off);
+        }
+        for x in [
+            HEADER_LEN as u64,
+            self.series_off,
+            series_offsets_off,
+            self.offsets.len() as u64,
+            postings_off,
+            postings_table_off,
+        ] {
+            out.extend_from_slice(&x.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        write_synced(&self.tmp.join("index"), &out)?;
+        write_synced(&self.tmp.join("tombstones"), &encode_tombstones(&[]))?;
+
+        let mut compaction = compaction;
+        if compaction.sources.is_empty() {
+            compaction.sources.push(self.ulid.clone());
+        }
+        let meta = BlockMeta {
+            ulid: self.ulid.clone(),
+            min_time: mint,
+            max_time: maxt,
+            stats: self.stats.clone(),
+            compaction,
+            version: 1,
+        };
+        let meta_json = serde_json::to_vec_pretty(&meta).map_err(|source| BlockError::Meta {
+            path: self.tmp.join("meta.json"),
+            source,
+        })?;
+        write_synced(&self.tmp.join("meta.json"), &meta_json)?;
+        sync_dir(&self.tmp.join("chunks"))?;
+        sync_dir(&self.tmp)?;
+        let dst = self.parent.join(&self.ulid);
+        fs::rename(&self.tmp, &dst).map_err(io_err(&self.tmp))?;
+        sync_dir(&self.parent)?;
+        Ok(meta)
+    }
+
+    /// Abandons the block, removing its temporary directory.
+    pub fn abort(self) {
+        let _ = fs::remove_dir_all(&self.tmp);
+    }
 }
 
 fn write_synced(path: &Path, data: &[u8]) -> Result<(), BlockError> {
@@ -189,153 +363,93 @@ fn sync_dir(dir: &Path) -> Result<(), BlockError> {
         .map_err(io_err(dir))
 }
 
-/// Appends chunks to numbered segment files under `chunks/`.
+/// Appends chunks to numbered segment files under `chunks/`, streaming to
+/// disk through a buffer. Each entry is `enc:u8 data:bytes crc32:u32`, the
+/// CRC covering the encoding byte and the data.
 struct ChunkFileWriter {
     dir: PathBuf,
     file_index: u32,
-    buf: Vec<u8>,
+    file: Option<io::BufWriter<File>>,
     written: u64,
+    rec: Vec<u8>,
 }
 
 impl ChunkFileWriter {
     fn new(dir: &Path) -> Result<Self, BlockError> {
         let mut w = ChunkFileWriter {
             dir: dir.to_path_buf(),
-            file_index: 1,
-            buf: Vec::with_capacity(1 << 20),
+            file_index: 0,
+            file: None,
             written: 0,
+            rec: Vec::new(),
         };
-        w.start_file();
+        w.start_file()?;
         Ok(w)
     }
 
-    fn start_file(&mut self) {
-        self.buf.clear();
-        self.buf.extend_from_slice(CHUNKS_MAGIC);
-        self.buf.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
-        self.written = 0;
+    /// A writer with no open file (a placeholder after `finish`).
+    fn closed() -> Self {
+        ChunkFileWriter {
+            dir: PathBuf::new(),
+            file_index: 0,
+            file: None,
+            written: 0,
+            rec: Vec::new(),
+        }
     }
 
     fn path(&self) -> PathBuf {
         self.dir.join(format!("{:06}", self.file_index))
     }
 
-    fn write(&mut self, data: &[u8]) -> Result<(u32, u64), BlockError> {
-        if self.written + self.buf.len() as u64 + data.len() as u64 + 16 > CHUNK_FILE_SIZE
-            && self.written + self.buf.len() as u64 > HEADER_LEN as u64
-        {
-            self.flush_file()?;
-            self.file_index += 1;
-            self.start_file();
-        }
-        let off = self.written + self.buf.len() as u64;
-        put_bytes(&mut self.buf, data);
-        self.buf
-            .extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        Ok((self.file_index, off))
-    }
-
-    fn flush_file(&mut self) -> Result<(), BlockError> {
+    fn start_file(&mut self) -> Result<(), BlockError> {
+        self.close_file()?;
+        self.file_index += 1;
         let p = self.path();
-        write_synced(&p, &self.buf)?;
-        self.written += self.buf.len() as u64;
-        self.buf.clear();
+        let f = File::create(&p).map_err(io_err(&p))?;
+        let mut f = io::BufWriter::with_capacity(1 << 20, f);
+        f.write_all(CHUNKS_MAGIC).map_err(io_err(&p))?;
+        f.write_all(&[FORMAT_VERSION, 0, 0, 0])
+            .map_err(io_err(&p))?;
+        self.file = Some(f);
+        self.written = HEADER_LEN as u64;
         Ok(())
     }
 
+    fn close_file(&mut self) -> Result<(), BlockError> {
+        if let Some(f) = self.file.take() {
+            let p = self.path();
+            let f = f.into_inner().map_err(|e| io_err(&p)(e.into_error()))?;
+            f.sync_all().map_err(io_err(&p))?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, enc: u8, data: &[u8]) -> Result<(u32, u64), BlockError> {
+        self.rec.clear();
+        self.rec.push(enc);
+        put_bytes(&mut self.rec, data);
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[enc]);
+        h.update(data);
+        self.rec.extend_from_slice(&h.finalize().to_le_bytes());
+        if self.written + self.rec.len() as u64 > CHUNK_FILE_SIZE
+            && self.written > HEADER_LEN as u64
+        {
+            self.start_file()?;
+        }
+        let off = self.written;
+        let p = self.path();
+        if let Some(f) = self.file.as_mut() {
+            f.write_all(&self.rec).map_err(io_err(&p))?;
+        }
+        self.written += self.rec.len() as u64;
+        Ok((self.file_index, off))
+    }
+
     fn finish(mut self) -> Result<(), BlockError> {
-        self.flush_file()
+        self.close_file()
     }
-}
-
-fn encode_index(series: &[SeriesData], refs: &[Vec<(i64, i64, u32, u64)>]) -> Vec<u8> {
-    // Symbol table: every distinct name and value, sorted.
-    let mut syms: Vec<&str> = series
-        .iter()
-        .flat_map(|s| s.labels.iter().flat_map(|l| [&*l.name, &*l.value]))
-        .collect();
-    syms.sort_unstable();
-    syms.dedup();
-    let sym_id: HashMap<&str, u64> = syms
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (*s, i as u64))
-        .collect();
-
-    let mut out = Vec::with_capacity(64 + series.len() * 64);
-    out.extend_from_slice(INDEX_MAGIC);
-    out.extend_from_slice(&[FORMAT_VERSION, 0, 0, 0]);
-
-    let symbols_off = out.len() as u64;
-    put_uvarint(&mut out, syms.len() as u64);
-    for s in &syms {
-        put_bytes(&mut out, s.as_bytes());
-    }
-
-    let series_off = out.len() as u64;
-    let mut offsets = Vec::with_capacity(series.len());
-    let mut pairs: HashMap<(u64, u64), Vec<u32>> = HashMap::new();
-    for (id, (s, metas)) in series.iter().zip(refs).enumerate() {
-        offsets.push(out.len() as u64);
-        put_uvarint(&mut out, s.labels.len() as u64);
-        for l in s.labels.iter() {
-            let n = sym_id[&*l.name];
-            let v = sym_id[&*l.value];
-            put_uvarint(&mut out, n);
-            put_uvarint(&mut out, v);
-            pairs.entry((n, v)).or_default().push(id as u32);
-        }
-        put_uvarint(&mut out, metas.len() as u64);
-        for &(mint, maxt, file, off) in metas {
-            put_varint(&mut out, mint);
-            put_uvarint(&mut out, maxt.wrapping_sub(mint) as u64);
-            put_uvarint(&mut out, file as u64);
-            put_uvarint(&mut out, off);
-        }
-    }
-
-    let series_offsets_off = out.len() as u64;
-    for o in &offsets {
-        out.extend_from_slice(&o.to_le_bytes());
-    }
-
-    // Postings lists ordered by (name, value) symbol id, which is the sorted
-    // string order because the symbol table is sorted.
-    let mut keys: Vec<(u64, u64)> = pairs.keys().copied().collect();
-    keys.sort_unstable();
-    let postings_off = out.len() as u64;
-    let mut table = Vec::with_capacity(keys.len());
-    for k in &keys {
-        table.push((k.0, k.1, out.len() as u64));
-        let list = &pairs[k];
-        put_uvarint(&mut out, list.len() as u64);
-        let mut prev = 0u32;
-        for &id in list {
-            put_uvarint(&mut out, (id - prev) as u64);
-            prev = id;
-        }
-    }
-    let postings_table_off = out.len() as u64;
-    put_uvarint(&mut out, table.len() as u64);
-    for (n, v, off) in table {
-        put_uvarint(&mut out, n);
-        put_uvarint(&mut out, v);
-        put_uvarint(&mut out, off);
-    }
-
-    for x in [
-        symbols_off,
-        series_off,
-        series_offsets_off,
-        series.len() as u64,
-        postings_off,
-        postings_table_off,
-    ] {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    let crc = crc32fast::hash(&out);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out
 }
 
 /// Encodes a tombstones file.
@@ -585,8 +699,8 @@ impl Block {
         Ok((Labels::from_sorted(labels), chunks))
     }
 
-    /// The encoded bytes of one chunk, checksum verified.
-    pub fn chunk(&self, m: &ChunkMeta) -> Result<&[u8], BlockError> {
+    /// The encoding and bytes of one chunk, checksum verified.
+    pub fn chunk(&self, m: &ChunkMeta) -> Result<(u8, &[u8]), BlockError> {
         let Some((path, data)) = (m.file as usize)
             .checked_sub(1)
             .and_then(|i| self.chunk_files.get(i))
@@ -597,15 +711,55 @@ impl Block {
             ));
         };
         let mut d = Decoder::at(data, m.offset as usize);
+        let enc = d.u8().map_err(decode_err(path))?;
         let bytes = d.bytes().map_err(decode_err(path))?;
         let crc = d.u32_le().map_err(decode_err(path))?;
-        if crc32fast::hash(bytes) != crc {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&[enc]);
+        h.update(bytes);
+        if h.finalize() != crc {
             return Err(corrupt(
                 path,
                 format!("chunk checksum mismatch at byte {}", m.offset),
             ));
         }
-        Ok(bytes)
+        Ok((enc, bytes))
+    }
+
+    /// Decodes one chunk's samples in `[mint, maxt]` into `out`.
+    fn decode_chunk(
+        &self,
+        m: &ChunkMeta,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), BlockError> {
+        let (enc, bytes) = self.chunk(m)?;
+        let path = || {
+            self.chunk_files
+                .get((m.file as usize).saturating_sub(1))
+                .map(|f| f.0.clone())
+                .unwrap_or_default()
+        };
+        match enc {
+            ENC_XOR => {
+                chunk::decode_range(bytes, mint, maxt, out).map_err(|source| BlockError::Chunk {
+                    path: path(),
+                    offset: m.offset,
+                    source,
+                })
+            }
+            ENC_PACKED => {
+                let all = packed::decode(bytes)
+                    .map_err(|e| corrupt(&path(), format!("chunk at byte {}: {e}", m.offset)))?;
+                out.extend(all.into_iter().filter(|s| s.0 >= mint && s.0 <= maxt));
+                Ok(())
+            }
+            other => Err(corrupt(
+                &path(),
+                format!("unknown chunk encoding {other} at byte {}", m.offset),
+            )),
+        }
     }
 
     fn deleted(&self, id: u32, t: i64) -> bool {
@@ -627,15 +781,8 @@ impl Block {
             if m.maxt < mint || m.mint > maxt {
                 continue;
             }
-            let bytes = self.chunk(m)?;
             let mut part = Vec::new();
-            chunk::decode_range(bytes, mint, maxt, &mut part).map_err(|source| {
-                BlockError::Chunk {
-                    path: self.chunk_files[(m.file - 1) as usize].0.clone(),
-                    offset: m.offset,
-                    source,
-                }
-            })?;
+            self.decode_chunk(m, mint, maxt, &mut part)?;
             out = if out
                 .last()
                 .is_some_and(|l: &(i64, f64)| part.first().is_some_and(|f| f.0 <= l.0))
@@ -678,31 +825,9 @@ impl Block {
         Ok(out)
     }
 
-    /// Every series with its chunks (for compaction). Series with tombstones
-    /// are decoded and re-encoded so that deletions become permanent.
-    pub fn all_series(&self) -> Result<Vec<SeriesData>, BlockError> {
-        let mut out = Vec::with_capacity(self.num_series as usize);
-        for id in 0..self.num_series {
-            let (labels, metas) = self.series(id)?;
-            let chunks = if self.tombstones.iter().any(|t| t.series == id) {
-                let samples = self.samples(id, &metas, i64::MIN, i64::MAX)?;
-                crate::head::encode_chunks(&samples)
-            } else {
-                let mut v = Vec::with_capacity(metas.len());
-                for m in &metas {
-                    v.push(HeadChunk {
-                        mint: m.mint,
-                        maxt: m.maxt,
-                        data: self.chunk(m)?.to_vec().into_boxed_slice(),
-                    });
-                }
-                v
-            };
-            if !chunks.is_empty() {
-                out.push(SeriesData { labels, chunks });
-            }
-        }
-        Ok(out)
+    /// The block's symbol table (every label name and value it uses).
+    pub fn symbols(&self) -> &[Arc<str>] {
+        &self.symbols
     }
 
     /// Label names present in the block.
@@ -831,9 +956,10 @@ mod tests {
             got[1].1,
             vec![(10_000, 12.0), (11_000, 13.0), (12_000, 14.0)]
         );
-        let all = b.all_series().unwrap();
-        assert_eq!(all.len(), 3);
-        assert_eq!(all[0].chunks.len(), 3);
+        assert_eq!(b.num_series(), 3);
+        // 300 samples fit one packed chunk.
+        assert_eq!(b.series(0).unwrap().1.len(), 1);
+        assert!(b.symbols().iter().any(|s| &**s == "web"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::block::{self, Block, BlockError, CompactionMeta};
 use crate::chunk::ChunkError;
-use crate::head::{self, merge_samples, Head, HeadChunk, RejectReason, SeriesData, Verdict};
+use crate::head::{self, merge_samples, Head, RejectReason, Verdict};
 use crate::postings::PostingsSource;
 use crate::wal::{self, FsyncPolicy, Record, RefSample, Wal, WalError, WalOptions};
 
@@ -626,25 +626,14 @@ impl Db {
     }
 
     fn merge_blocks(&self, group: &[Arc<Block>]) -> Result<(), TsdbError> {
-        let mut merged: BTreeMap<Labels, Vec<HeadChunk>> = BTreeMap::new();
-        for b in group {
-            for s in b.all_series()? {
-                merged.entry(s.labels).or_default().extend(s.chunks);
-            }
-        }
-        let mut series = Vec::with_capacity(merged.len());
-        for (labels, mut chunks) in merged {
-            chunks.sort_by_key(|c| (c.mint, c.maxt));
-            let overlapping = chunks.windows(2).any(|w| w[1].mint <= w[0].maxt);
-            if overlapping {
-                let mut samples: Vec<(i64, f64)> = Vec::new();
-                for c in &chunks {
-                    let part = crate::chunk::decode(&c.data)?;
-                    samples = merge_samples(samples, &part);
-                }
-                chunks = head::encode_chunks(&samples);
-            }
-            series.push(SeriesData { labels, chunks });
+        let symbols = group
+            .iter()
+            .flat_map(|b| b.symbols().iter().cloned())
+            .collect::<Vec<_>>();
+        let mut writer = block::BlockWriter::new(&self.dir, symbols)?;
+        if let Err(e) = merge_series(group, &mut writer) {
+            writer.abort();
+            return Err(e);
         }
         let mint = group.iter().map(|b| b.meta.min_time).min().unwrap_or(0);
         let maxt = group.iter().map(|b| b.meta.max_time).max().unwrap_or(0);
@@ -660,13 +649,7 @@ impl Db {
             .collect();
         sources.sort();
         sources.dedup();
-        let meta = block::write_block(
-            &self.dir,
-            mint,
-            maxt,
-            &series,
-            CompactionMeta { level, sources },
-        )?;
+        let meta = writer.finish(mint, maxt, CompactionMeta { level, sources })?;
         let nb = Arc::new(Block::open(&self.dir.join(&meta.ulid))?);
         {
             let mut blocks = self.blocks.write();
@@ -825,6 +808,70 @@ impl Db {
         out.extend(self.head.read().series_labels(matchers, mint, maxt));
         Ok(out)
     }
+}
+
+/// Streams the union of the blocks' series, in label order, into `writer`:
+/// a k-way merge over the blocks' (label-sorted) series, one series in
+/// memory at a time; samples of the same series from several blocks are
+/// merged and deduplicated (tombstones are applied on the way, so deletions
+/// become permanent).
+fn merge_series(group: &[Arc<Block>], writer: &mut block::BlockWriter) -> Result<(), TsdbError> {
+    struct Cursor<'a> {
+        block: &'a Block,
+        next: u32,
+        current: Option<(Labels, Vec<block::ChunkMeta>)>,
+    }
+    impl Cursor<'_> {
+        fn advance(&mut self) -> Result<(), BlockError> {
+            self.current = if self.next < self.block.num_series() {
+                let s = self.block.series(self.next)?;
+                self.next += 1;
+                Some(s)
+            } else {
+                None
+            };
+            Ok(())
+        }
+    }
+    let mut cursors = Vec::with_capacity(group.len());
+    for b in group {
+        let mut c = Cursor {
+            block: b,
+            next: 0,
+            current: None,
+        };
+        c.advance()?;
+        cursors.push(c);
+    }
+    while let Some(min) = cursors
+        .iter()
+        .filter_map(|c| c.current.as_ref().map(|s| &s.0))
+        .min()
+        .cloned()
+    {
+        let mut samples: Vec<(i64, f64)> = Vec::new();
+        for c in cursors.iter_mut() {
+            let Some((labels, chunks)) = &c.current else {
+                continue;
+            };
+            if *labels != min {
+                continue;
+            }
+            let part = c.block.samples(c.next - 1, chunks, i64::MIN, i64::MAX)?;
+            samples = if samples
+                .last()
+                .is_some_and(|l| part.first().is_some_and(|f| f.0 > l.0))
+            {
+                samples.extend(part);
+                samples
+            } else {
+                merge_samples(samples, &part)
+            };
+            c.advance()?;
+        }
+        writer.add_series(&min, &samples)?;
+    }
+    Ok(())
 }
 
 /// Moves a damaged block aside into `quarantine/`, logging why.

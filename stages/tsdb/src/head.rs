@@ -70,7 +70,8 @@ pub enum Verdict {
 pub struct HeadChunk {
     pub mint: i64,
     pub maxt: i64,
-    pub data: Box<[u8]>,
+    /// Shared so that cutting a block copies no sample data.
+    pub data: Arc<[u8]>,
 }
 
 #[derive(Clone, Debug)]
@@ -447,7 +448,7 @@ impl Head {
                         s.chunks.push(HeadChunk {
                             mint: o.mint,
                             maxt: o.maxt,
-                            data: o.app.finish(),
+                            data: Arc::from(o.app.finish()),
                         });
                     }
                     s.open = Some(OpenChunk {
@@ -564,7 +565,7 @@ impl Head {
                         chunks.push(HeadChunk {
                             mint: o.mint,
                             maxt: o.maxt,
-                            data: o.app.bytes().to_vec().into_boxed_slice(),
+                            data: Arc::from(o.app.bytes()),
                         });
                     }
                 }
@@ -737,7 +738,7 @@ pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<HeadChunk> {
             HeadChunk {
                 mint: c[0].0,
                 maxt: c[c.len() - 1].0,
-                data: a.finish(),
+                data: Arc::from(a.finish()),
             }
         })
         .collect()

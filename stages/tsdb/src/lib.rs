@@ -9,6 +9,7 @@ pub mod block;
 pub mod chunk;
 pub mod db;
 pub mod head;
+pub mod packed;
 pub mod postings;
 pub mod wal;
 
