@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 
 use panoptes_exposition::format_float;
 use panoptes_model::{Label, Labels, MetricMetadata, MetricType, METRIC_NAME};
-use serde_json::{json, Map, Value};
 
 use crate::proto::{metric_type, LabelPair, Metric, MetricFamily};
 
@@ -300,38 +299,77 @@ pub fn series_count(t: i32, m: &Metric) -> usize {
     }
 }
 
-/// One metric as `/api/v1/metrics` shows it (values as Go's `fmt.Sprint`).
-pub fn metric_json(t: i32, m: &Metric) -> Value {
-    let mut obj = Map::new();
-    let labels: Map<String, Value> = m
-        .label
-        .iter()
-        .map(|l| (l.name().to_string(), Value::String(l.value().to_string())))
-        .collect();
-    obj.insert("labels".into(), Value::Object(labels));
+/// Appends `s` as a JSON string the way Go's `encoding/json` writes it
+/// (HTML-sensitive characters escaped as `\u003c`, `\u003e`, `\u0026`).
+pub fn json_str(out: &mut String, s: &str) {
+    let quoted = serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
+    if quoted.contains(['<', '>', '&']) {
+        out.push_str(
+            &quoted
+                .replace('<', "\\u003c")
+                .replace('>', "\\u003e")
+                .replace('&', "\\u0026"),
+        );
+    } else {
+        out.push_str(&quoted);
+    }
+}
+
+/// Appends a JSON object of string values with keys in sorted order (as Go
+/// marshals maps).
+pub fn json_string_map<'a>(out: &mut String, pairs: impl IntoIterator<Item = (&'a str, String)>) {
+    let mut pairs: Vec<(&str, String)> = pairs.into_iter().collect();
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    out.push('{');
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        json_str(out, k);
+        out.push(':');
+        json_str(out, v);
+    }
+    out.push('}');
+}
+
+/// Appends one metric as `/api/v1/metrics` shows it: a map with sorted keys
+/// (`buckets`, `count`, `labels`, `quantiles`, `sum`, `value`), values as
+/// Go's `fmt.Sprint` prints them.
+pub fn write_metric_json(out: &mut String, t: i32, m: &Metric) {
+    // Sorted key order: buckets, count, labels, quantiles, sum, value.
+    let labels = |out: &mut String| {
+        out.push_str("\"labels\":");
+        json_string_map(
+            out,
+            m.label.iter().map(|l| (l.name(), l.value().to_string())),
+        );
+    };
+    out.push('{');
     match t {
         metric_type::SUMMARY => {
             let s = m.summary.clone().unwrap_or_default();
-            let q: Map<String, Value> = s
+            out.push_str("\"count\":");
+            json_str(out, &s.sample_count.unwrap_or(0).to_string());
+            out.push(',');
+            labels(out);
+            out.push_str(",\"quantiles\":");
+            let q: Vec<(String, String)> = s
                 .quantile
                 .iter()
                 .map(|q| {
                     (
                         float(q.quantile.unwrap_or(0.0)),
-                        Value::String(float(q.value.unwrap_or(0.0))),
+                        float(q.value.unwrap_or(0.0)),
                     )
                 })
                 .collect();
-            obj.insert("quantiles".into(), Value::Object(q));
-            obj.insert(
-                "count".into(),
-                json!(s.sample_count.unwrap_or(0).to_string()),
-            );
-            obj.insert("sum".into(), json!(float(s.sample_sum.unwrap_or(0.0))));
+            json_string_map(out, q.iter().map(|(k, v)| (k.as_str(), v.clone())));
+            out.push_str(",\"sum\":");
+            json_str(out, &float(s.sample_sum.unwrap_or(0.0)));
         }
         metric_type::HISTOGRAM | metric_type::GAUGE_HISTOGRAM => {
             let h = m.histogram.clone().unwrap_or_default();
-            let b: Map<String, Value> = h
+            let b: Vec<(String, String)> = h
                 .bucket
                 .iter()
                 .map(|b| {
@@ -339,22 +377,29 @@ pub fn metric_json(t: i32, m: &Metric) -> Value {
                         Some(f) if f > 0.0 => float(f),
                         _ => b.cumulative_count.unwrap_or(0).to_string(),
                     };
-                    (float(b.upper_bound.unwrap_or(0.0)), Value::String(count))
+                    (float(b.upper_bound.unwrap_or(0.0)), count)
                 })
                 .collect();
-            obj.insert("buckets".into(), Value::Object(b));
+            out.push_str("\"buckets\":");
+            json_string_map(out, b.iter().map(|(k, v)| (k.as_str(), v.clone())));
             let count = match h.sample_count_float {
                 Some(f) if f > 0.0 => float(f),
                 _ => h.sample_count.unwrap_or(0).to_string(),
             };
-            obj.insert("count".into(), json!(count));
-            obj.insert("sum".into(), json!(float(h.sample_sum.unwrap_or(0.0))));
+            out.push_str(",\"count\":");
+            json_str(out, &count);
+            out.push(',');
+            labels(out);
+            out.push_str(",\"sum\":");
+            json_str(out, &float(h.sample_sum.unwrap_or(0.0)));
         }
         _ => {
-            obj.insert("value".into(), json!(float(m.simple_value())));
+            labels(out);
+            out.push_str(",\"value\":");
+            json_str(out, &float(m.simple_value()));
         }
     }
-    Value::Object(obj)
+    out.push('}');
 }
 
 #[cfg(test)]

@@ -123,10 +123,17 @@ async fn api_options() -> Response {
 
 async fn api_metrics(State(s): State<Shared>) -> Response {
     let store = s.store.clone();
-    let data = tokio::task::spawn_blocking(move || store.api_metrics())
+    let body = tokio::task::spawn_blocking(move || store.api_metrics_json())
         .await
-        .unwrap_or_default();
-    api_json(data)
+        .unwrap_or_else(|_| "{\"status\":\"success\",\"data\":[]}".into());
+    let mut resp = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
+    cors(&mut resp);
+    resp
 }
 
 async fn api_status(State(s): State<Shared>) -> Response {

@@ -15,7 +15,6 @@ use std::sync::{Arc, OnceLock};
 
 use panoptes_model::{Labels, MetricMetadata, Sample, SampleBatch};
 use parking_lot::Mutex;
-use serde_json::{json, Map, Value};
 
 use crate::grouping::GroupingKey;
 use crate::proto::{
@@ -778,34 +777,68 @@ impl Store {
         out
     }
 
-    /// `/api/v1/metrics`'s `data`: one object per group.
-    pub fn api_metrics(&self) -> Value {
+    /// The whole `/api/v1/metrics` response: one object per group, keys in
+    /// the order Go's JSON encoder writes them (maps sorted, the family
+    /// struct's fields in declaration order).
+    pub fn api_metrics_json(&self) -> String {
         let groups = self.groups();
-        let mut out = Vec::with_capacity(groups.len());
-        for g in groups {
-            let mut obj = Map::new();
-            obj.insert("labels".into(), json!(g.key.0));
-            obj.insert("last_push_successful".into(), json!(g.last_push_successful));
-            for f in &g.families {
-                let t = f.type_();
-                let mut fam = Map::new();
-                fam.insert("time_stamp".into(), json!(rfc3339_ms(f.pushed_at_ms)));
-                fam.insert("type".into(), json!(metric_type::name(t)));
-                if let Some(h) = f.family.help.as_deref().filter(|h| !h.is_empty()) {
-                    fam.insert("help".into(), json!(h));
-                }
-                let metrics: Vec<Value> = f
-                    .family
-                    .metric
-                    .iter()
-                    .map(|m| render::metric_json(t, m))
-                    .collect();
-                fam.insert("metrics".into(), Value::Array(metrics));
-                obj.insert(f.family.name().to_string(), Value::Object(fam));
+        let mut out = String::from("{\"status\":\"success\",\"data\":[");
+        for (gi, g) in groups.iter().enumerate() {
+            if gi > 0 {
+                out.push(',');
             }
-            out.push(Value::Object(obj));
+            // The group is a map in Go: its keys (family names, `labels`,
+            // `last_push_successful`) come out sorted.
+            let mut keys: Vec<(&str, Option<&HeldFamily>)> = g
+                .families
+                .iter()
+                .map(|f| (f.family.name(), Some(f.as_ref())))
+                .collect();
+            keys.push(("labels", None));
+            keys.push(("last_push_successful", None));
+            keys.sort_by(|a, b| a.0.cmp(b.0));
+            out.push('{');
+            for (ki, (k, f)) in keys.iter().enumerate() {
+                if ki > 0 {
+                    out.push(',');
+                }
+                render::json_str(&mut out, k);
+                out.push(':');
+                match (*k, f) {
+                    (_, Some(f)) => {
+                        let t = f.type_();
+                        out.push_str("{\"time_stamp\":");
+                        render::json_str(&mut out, &rfc3339_ms(f.pushed_at_ms));
+                        out.push_str(",\"type\":");
+                        render::json_str(&mut out, metric_type::name(t));
+                        if let Some(h) = f.family.help.as_deref().filter(|h| !h.is_empty()) {
+                            out.push_str(",\"help\":");
+                            render::json_str(&mut out, h);
+                        }
+                        out.push_str(",\"metrics\":[");
+                        for (mi, m) in f.family.metric.iter().enumerate() {
+                            if mi > 0 {
+                                out.push(',');
+                            }
+                            render::write_metric_json(&mut out, t, m);
+                        }
+                        out.push_str("]}");
+                    }
+                    ("labels", None) => render::json_string_map(
+                        &mut out,
+                        g.key.0.iter().map(|(n, v)| (n.as_str(), v.clone())),
+                    ),
+                    _ => out.push_str(if g.last_push_successful {
+                        "true"
+                    } else {
+                        "false"
+                    }),
+                }
+            }
+            out.push('}');
         }
-        Value::Array(out)
+        out.push_str("]}");
+        out
     }
 
     /// The current content of every group as one batch stamped `now_ms`.
