@@ -14,6 +14,8 @@ Both sides need the admin API (the script wipes them first):
   cargo run -p panoptes-push-ingest --example serve -- 127.0.0.1:29192
 
   python3 testdata/push/compare.py [--pushgateway URL] [--panoptes URL]
+  python3 testdata/push/compare.py --pushgateway none   # Panoptes alone,
+      # against the status codes recorded from Pushgateway 1.5.1
 
 Exit status 0 when everything that must match matches. Error *messages*
 are shown side by side but only their status codes must match (text parse
@@ -170,6 +172,51 @@ STEPS = [
 ]
 
 
+# The status codes Debian's prometheus-pushgateway 1.5.1 answered to STEPS,
+# for runs without a Pushgateway (`--pushgateway none`).
+PUSHGATEWAY_1_5_1_CODES = {
+    "put simple": 200,
+    "curl seed": 200,
+    "timestamp rejected": 400,
+    "job label overridden": 200,
+    "instance label overridden": 200,
+    "type conflict with other group": 400,
+    "help differs from other group": 200,
+    "invalid body": 400,
+    "second TYPE line": 400,
+    "duplicate series in body": 400,
+    "odd label components": 400,
+    "reserved label name": 400,
+    "invalid label name": 400,
+    "base64 job and empty value": 200,
+    "base64 label with slash": 200,
+    "delete": 202,
+    "delete missing group": 202,
+    "histogram and summary": 200,
+    "histogram without +Inf": 200,
+    "PUT group": 200,
+    "POST replaces same-name family only": 200,
+    "PUT replaces whole group": 200,
+    "PUT replaces whole group 2": 200,
+    "empty PUT": 200,
+    "suffix collision": 400,
+    "grouping superset duplicate": 200,
+    "grouping superset duplicate 2": 400,
+    "special values": 200,
+    "escaping": 200,
+    "gzip body": 200,
+    "broken gzip": 400,
+    "protobuf gauge+counter": 200,
+    "protobuf histogram+summary": 200,
+    "protobuf timestamp": 400,
+    "protobuf type/value mismatch": 400,
+    "protobuf quantile label in summary": 400,
+    "protobuf duplicate label": 400,
+    "protobuf truncated": 400,
+    "type conflict inside a group via POST": 200,
+    "same family other group, same type": 400,
+}
+
 # Sent to Panoptes only, with the status the Pushgateway documents: the
 # Pushgateway 1.5.1 answers a bad base64 *job* with 400 but then keeps that
 # route's push lock, so every later push on it hangs (a bug in its handler).
@@ -254,11 +301,47 @@ def diff(a, b):
     return list(difflib.unified_diff(a, b, "pushgateway", "panoptes", lineterm="", n=1))
 
 
+def check_recorded(base):
+    """Runs STEPS against Panoptes alone, comparing with recorded codes."""
+    failures = 0
+    code, body = request(base, "PUT", "/api/v1/admin/wipe")
+    if code != 202:
+        return f"{base}: wipe failed ({code} {body.strip()}): is the admin API enabled?"
+    print(f"{'step':45} {'recorded':>11} {'panoptes':>9}")
+    for name, method, path, body, headers in STEPS:
+        want = PUSHGATEWAY_1_5_1_CODES[name]
+        got, _ = request(base, method, path, body, headers)
+        mark = "ok" if got == want else "DIFF"
+        failures += got != want
+        print(f"{name:45} {want:>11} {got:>9}  {mark}")
+    for name, method, path, body, headers, want in PANOPTES_ONLY:
+        got, _ = request(base, method, path, body, headers)
+        mark = "ok" if got == want else "DIFF"
+        failures += got != want
+        print(f"{name:45} {want:>11} {got:>9}  {mark}")
+    python_client(base)
+    text_ = "\n".join(normalized_metrics(base))
+    for want in ['job_last_success_unixtime{empty="",instance="host/with/slashes",job="batch job"} 1234.5',
+                 'job_extra{empty="",instance="host/with/slashes",job="batch job"} 1',
+                 'some_metric{instance="",job="seed_job"} 3.14']:
+        ok = want in text_
+        failures += not ok
+        print(f"/metrics has {want}: {'ok' if ok else 'MISSING'}")
+    if 'job="to_delete"' in text_:
+        failures += 1
+        print("/metrics still has the deleted group: DIFF")
+    print("RESULT:", "PASS" if failures == 0 else f"FAIL ({failures} differences)")
+    return 1 if failures else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pushgateway", default="http://127.0.0.1:29191")
+    ap.add_argument("--pushgateway", default="http://127.0.0.1:29191",
+                    help="a Pushgateway URL, or 'none' to check Panoptes against the recorded 1.5.1 status codes only")
     ap.add_argument("--panoptes", default="http://127.0.0.1:29192")
     args = ap.parse_args()
+    if args.pushgateway == "none":
+        sys.exit(check_recorded(args.panoptes))
     sides = [args.pushgateway, args.panoptes]
     failures = 0
     for base in sides:
