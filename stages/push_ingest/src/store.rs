@@ -766,7 +766,11 @@ impl Store {
         let mut out = String::new();
         for (name, fams) in by_name {
             let first = fams[0];
-            render::family_header(&mut out, name, first.family.help.as_deref(), first.type_());
+            // Go takes the help of whichever group it meets first; taking
+            // the first group that has one is one of its possible outputs,
+            // and a stable one.
+            let help = fams.iter().find_map(|f| f.family.help.as_deref());
+            render::family_header(&mut out, name, help, first.type_());
             let mut lines: Vec<&(SortKey, String)> =
                 fams.iter().flat_map(|f| f.lines().iter()).collect();
             lines.sort_by(|a, b| a.0.cmp(&b.0));
@@ -967,4 +971,169 @@ pub fn rfc3339_ms(ms: i64) -> String {
     }
     s.push('Z');
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grouping::parse_key;
+    use crate::text::parse_text;
+
+    fn key(path: &str) -> GroupingKey {
+        parse_key(false, path).unwrap()
+    }
+
+    fn push(s: &Store, path: &str, body: &str, replace: bool, now: i64) -> Result<(), PushError> {
+        s.push(
+            &key(path),
+            parse_text(body.as_bytes()).unwrap(),
+            replace,
+            now,
+        )
+    }
+
+    /// The index and series counts rebuilt from the groups.
+    fn check_index(s: &Store) {
+        let inner = s.inner.lock();
+        let mut fresh = Index::default();
+        let mut total = 0;
+        for g in inner.groups.values() {
+            let mut group_series = 0;
+            for f in g.families.values() {
+                fresh.add(f);
+                group_series += f.series();
+            }
+            assert_eq!(g.series, group_series, "series of {:?}", g.key);
+            total += group_series;
+        }
+        assert_eq!(inner.total_series, total);
+        let norm = |i: &Index| {
+            let mut names: Vec<(String, Vec<(i32, u32)>)> = i
+                .names
+                .iter()
+                .map(|(n, t)| {
+                    let mut t = t.clone();
+                    t.sort();
+                    (n.clone(), t)
+                })
+                .collect();
+            names.sort();
+            let mut series: Vec<(u64, u32)> = i.series.iter().map(|(h, n)| (*h, *n)).collect();
+            series.sort();
+            (names, series)
+        };
+        assert_eq!(norm(&inner.index), norm(&fresh));
+    }
+
+    #[test]
+    fn index_stays_exact_through_every_kind_of_change() {
+        let s = Store::new(Limits {
+            max_group_series: 12,
+            max_total_series: 60,
+        });
+        let bodies = [
+            "a 1\nb 2\n",
+            "# TYPE a counter\na 1\n",
+            "# TYPE h histogram\nh_bucket{le=\"1\"} 1\nh_sum 1\nh_count 1\n",
+            "h_count 3\n",
+            "x 1 1000\n",
+            "dup 1\ndup 2\n",
+            "c{k=\"1\"} 1\nc{k=\"2\"} 2\nc{k=\"3\"} 3\n",
+            &"m{i=\"0\"} 0\nm{i=\"1\"} 1\nm{i=\"2\"} 2\nm{i=\"3\"} 3\nm{i=\"4\"} 4\nm{i=\"5\"} 5\nm{i=\"6\"} 6\nm{i=\"7\"} 7\nm{i=\"8\"} 8\nm{i=\"9\"} 9\n".to_string(),
+            "",
+        ];
+        let paths = ["/j1", "/j2", "/j1/instance/a", "/j3/x/1", "/j3"];
+        // A fixed pseudo-random walk over operations.
+        let mut r: u64 = 0x9e37_79b9_7f4a_7c15;
+        for step in 0..2000i64 {
+            r ^= r << 13;
+            r ^= r >> 7;
+            r ^= r << 17;
+            let path = paths[(r % paths.len() as u64) as usize];
+            let body = bodies[((r >> 8) % bodies.len() as u64) as usize];
+            match (r >> 16) % 10 {
+                0 => {
+                    s.delete(&key(path));
+                }
+                1 if step % 97 == 0 => {
+                    s.wipe();
+                }
+                2 => {
+                    s.expire(step - 50);
+                }
+                n => {
+                    let _ = push(&s, path, body, n % 2 == 0, step);
+                }
+            }
+            check_index(&s);
+            let (_, total) = s.size();
+            assert!(total <= 60 + 2 * paths.len(), "total {total}");
+        }
+    }
+
+    #[test]
+    fn concurrent_pushes_never_leave_mixed_types() {
+        let s = Arc::new(Store::new(Limits::default()));
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..300 {
+                        let ty = if (t + i) % 2 == 0 { "gauge" } else { "counter" };
+                        let body = format!("# TYPE shared {ty}\nshared{{t=\"{t}\"}} {i}\n");
+                        let _ = push(&s, &format!("/job{}", i % 7), &body, true, i as i64);
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        check_index(&s);
+        let inner = s.inner.lock();
+        let types = inner.index.names.get("shared").cloned().unwrap_or_default();
+        assert!(types.len() <= 1, "mixed types held: {types:?}");
+    }
+
+    #[test]
+    fn render_merges_groups_in_go_order() {
+        let s = Store::new(Limits::default());
+        push(
+            &s,
+            "/b",
+            "# HELP m Help.\n# TYPE m gauge\nm 2\n",
+            true,
+            1000,
+        )
+        .unwrap();
+        push(&s, "/a/instance/x", "m 1\n", true, 1000).unwrap_err();
+        push(
+            &s,
+            "/a/instance/x",
+            "# TYPE m gauge\nm{z=\"1\"} 1\n",
+            true,
+            1000,
+        )
+        .unwrap();
+        let text = s.render_text();
+        let m: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" m") || l.starts_with("m{"))
+            .collect();
+        assert_eq!(
+            m,
+            [
+                "# HELP m Help.",
+                "# TYPE m gauge",
+                "m{instance=\"\",job=\"b\"} 2",
+                "m{instance=\"x\",job=\"a\",z=\"1\"} 1",
+            ]
+        );
+        assert!(
+            text.contains("push_time_seconds{instance=\"\",job=\"b\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(rfc3339_ms(1_795_458_913_559), "2026-11-23T18:35:13.559Z");
+        assert_eq!(rfc3339_ms(0), "1970-01-01T00:00:00Z");
+    }
 }
