@@ -129,7 +129,8 @@ impl FileProvider {
     }
 
     /// Directories to watch: for each pattern, the longest leading part
-    /// without glob characters (its directory if the pattern is a file).
+    /// without glob characters (its directory if the pattern is a file), or
+    /// its nearest existing ancestor.
     pub fn watch_dirs(&self) -> BTreeSet<PathBuf> {
         let mut dirs = BTreeSet::new();
         for p in &self.config.patterns {
@@ -142,8 +143,19 @@ impl FileProvider {
                 }
                 dir.push(c);
             }
-            if dir.is_dir() {
-                dirs.insert(dir);
+            // A directory that does not exist yet is seen through its
+            // nearest existing ancestor: its creation triggers a refresh,
+            // after which it is watched itself.
+            let mut d = dir.as_path();
+            loop {
+                if d.is_dir() {
+                    dirs.insert(d.to_path_buf());
+                    break;
+                }
+                match d.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => d = p,
+                    _ => break,
+                }
             }
         }
         dirs
@@ -160,7 +172,9 @@ pub(crate) async fn run(
 ) {
     let (ev_tx, mut ev_rx) = mpsc::unbounded_channel::<()>();
     // The watcher lives as long as this task; dropping it stops watching.
-    let _watcher = make_watcher(&provider.watch_dirs(), ev_tx);
+    // It is rebuilt when the set of directories to watch changes.
+    let mut watched = provider.watch_dirs();
+    let mut _watcher = make_watcher(&watched, ev_tx.clone());
     loop {
         let (p, groups) = match tokio::task::spawn_blocking(move || {
             let g = provider.refresh();
@@ -177,6 +191,11 @@ pub(crate) async fn run(
         provider = p;
         if updates.send(Update { slot, groups }).is_err() {
             return;
+        }
+        let dirs = provider.watch_dirs();
+        if dirs != watched {
+            _watcher = make_watcher(&dirs, ev_tx.clone());
+            watched = dirs;
         }
         let deadline = clock.now_ms() + provider.config.refresh_interval.as_millis() as i64;
         tokio::select! {

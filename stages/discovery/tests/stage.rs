@@ -240,11 +240,33 @@ fn file_sd_follows_edits_keeps_last_good_and_drops_removed_files() {
 }
 
 #[test]
+fn file_sd_sees_a_directory_created_later_by_watching_its_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let sub = dir.path().join("later");
+    let h = Harness::start(
+        serde_json::json!({"file_sd_configs": [{"files": ["later/*.yaml"], "refresh_interval": "1h"}]}),
+        dir.path(),
+    );
+    assert!(h.expect().groups.is_empty());
+    std::fs::create_dir(&sub).unwrap();
+    std::fs::write(sub.join("a.yaml"), "- targets: ['a:1']\n").unwrap();
+    let mut set = h.expect();
+    while addresses(&set) != ["a:1"] {
+        set = h.expect();
+    }
+    // Now the directory itself is watched.
+    std::fs::write(sub.join("b.yaml"), "- targets: ['b:2']\n").unwrap();
+    let mut set = h.expect();
+    while addresses(&set) != ["a:1", "b:2"] {
+        set = h.expect();
+    }
+}
+
+#[test]
 fn file_sd_rereads_on_refresh_interval_without_events() {
     let dir = tempfile::tempdir().unwrap();
     let sub = dir.path().join("sd");
-    // The directory does not exist at start: nothing to watch, only the
-    // timer finds the file later.
+    // A short refresh interval finds the file even without events.
     let h = Harness::start(
         serde_json::json!({"file_sd_configs": [{"files": ["sd/*.json"], "refresh_interval": "200ms"}]}),
         dir.path(),
