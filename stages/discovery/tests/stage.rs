@@ -143,6 +143,28 @@ fn static_groups_are_emitted_once() {
 }
 
 #[test]
+fn testdata_documents_read_as_prometheus_reads_them() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/discovery");
+    let json = panoptes_discovery::file::read_file(&dir.join("targets.json"), 0).unwrap();
+    assert_eq!(json.len(), 2);
+    assert_eq!(json[0].labels.get("env"), Some("prod"));
+    assert_eq!(json[1].targets[0].get("__address__"), Some("[::1]:9090"));
+    let yml = panoptes_discovery::file::read_file(&dir.join("targets.yml"), 0).unwrap();
+    assert_eq!(yml[0].labels.get("shard"), Some("1"));
+    assert!(yml[0]
+        .labels
+        .get("__meta_filepath")
+        .unwrap()
+        .ends_with("targets.yml"));
+    let err = panoptes_discovery::file::read_file(&dir.join("broken.json"), 0)
+        .unwrap_err()
+        .to_string();
+    for part in ["[0].targets[1]", "[0].labels.bad-name", "[1]"] {
+        assert!(err.contains(part), "{part} missing in {err}");
+    }
+}
+
+#[test]
 fn every_config_problem_is_reported_with_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let cctx = CompileContext {
