@@ -35,6 +35,9 @@ pub struct ApiState {
 
 type Shared = Arc<ApiState>;
 
+/// Bodies above this many bytes are handled on the blocking pool.
+const LARGE_BODY: usize = 256 << 10;
+
 /// The body size limit the router enforces; pushes are also limited after
 /// gzip decoding by the configured `max_push_bytes`.
 pub fn router(state: Shared, body_limit: usize) -> Router {
@@ -217,7 +220,28 @@ async fn push_or_delete(
             return resp;
         }
     };
-    let (resp, label) = handle_push(&s, &method, &uri, &headers, body);
+    // Large bodies are parsed off the async workers, so that one big push
+    // never stalls the small ones sharing the runtime.
+    let gzipped = headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    let (resp, label) = if body.len() > LARGE_BODY || (gzipped && body.len() > LARGE_BODY / 16) {
+        let s2 = s.clone();
+        match tokio::task::spawn_blocking(move || handle_push(&s2, &method, &uri, &headers, body))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => (
+                error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("push failed: {e}"),
+                ),
+                "other",
+            ),
+        }
+    } else {
+        handle_push(&s, &method, &uri, &headers, body)
+    };
     s.metrics
         .requests
         .with_label_values(&[label, resp.status().as_str()])

@@ -250,6 +250,35 @@ fn push_semantics_and_metrics_page() {
 }
 
 #[test]
+fn large_pushes_are_handled_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Harness::start(
+        serde_json::json!({"interval": "1h"}),
+        dir.path(),
+        StateSlot::default(),
+    );
+    let body: String = (0..5000)
+        .map(|i| {
+            format!(
+                "big_series{{host=\"host-{i:05}\",padding=\"{}\"}} {i}\n",
+                "x".repeat(30)
+            )
+        })
+        .collect();
+    assert!(body.len() > 256 << 10);
+    let (code, msg) = h.push("PUT", "/metrics/job/big", &body);
+    assert_eq!(code, 200, "{msg}");
+    let text = h.get("/metrics");
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("big_series{"))
+            .count(),
+        5000
+    );
+    assert_eq!(h.metric("panoptes_push_series"), 5002.0);
+}
+
+#[test]
 fn rejected_pushes_leave_the_groups_as_they_were() {
     let dir = tempfile::tempdir().unwrap();
     let h = Harness::start(
