@@ -59,19 +59,23 @@ pub(crate) struct Grid {
 
 impl Grid {
     pub fn len(&self) -> usize {
-        if self.end < self.start {
+        if self.end < self.start || self.step <= 0 {
             0
         } else {
-            ((self.end - self.start) / self.step) as usize + 1
+            let span = (self.end as i128 - self.start as i128) / self.step as i128;
+            usize::try_from(span)
+                .unwrap_or(usize::MAX)
+                .saturating_add(1)
         }
     }
 
     pub fn ts(&self, i: usize) -> i64 {
-        self.start + i as i64 * self.step
+        self.start
+            .saturating_add((i as i64).saturating_mul(self.step))
     }
 
     pub fn index_of(&self, t: i64) -> usize {
-        ((t - self.start) / self.step) as usize
+        (t.saturating_sub(self.start) / self.step.max(1)) as usize
     }
 }
 
@@ -101,13 +105,13 @@ pub(crate) struct RangeArg {
 impl RangeArg {
     /// The window end (evaluation time after `@` and offset) at step time `t`.
     pub fn window_end(&self, t: i64) -> i64 {
-        self.at.unwrap_or(t) - self.offset_ms
+        self.at.unwrap_or(t).saturating_sub(self.offset_ms)
     }
 
     /// Points in `(end - range, end]`.
     pub fn window<'a>(&self, s: &'a StepSeries, t: i64) -> &'a [(i64, f64)] {
         let end = self.window_end(t);
-        let start = end - self.range_ms;
+        let start = end.saturating_sub(self.range_ms);
         let lo = s.points.partition_point(|p| p.0 <= start);
         let hi = s.points.partition_point(|p| p.0 <= end);
         &s.points[lo..hi.max(lo)]
@@ -299,6 +303,7 @@ impl Engine {
             end: end_ms,
             step: step_ms,
         };
+        ev.check_samples(grid.len())?;
         let v = ev.eval(expr, grid)?;
         let series = match v {
             EvalVal::Scalar(vals) => vec![RangeSeries {
@@ -582,14 +587,19 @@ impl<'a> Evaluator<'a> {
         }
         let lookback = self.opts.lookback_delta_ms;
         let (first_te, last_te) = match at {
-            Some(a) => (a - offset, a - offset),
-            None => (grid.start - offset, grid.end - offset),
+            Some(a) => (a.saturating_sub(offset), a.saturating_sub(offset)),
+            None => (
+                grid.start.saturating_sub(offset),
+                grid.end.saturating_sub(offset),
+            ),
         };
         // A smoothed selector interpolates towards the next sample.
         let after = if vs.smoothed { lookback } else { 0 };
-        let selected = self
-            .store
-            .select(&vs.matchers, first_te - lookback + 1, last_te + after)?;
+        let selected = self.store.select(
+            &vs.matchers,
+            first_te.saturating_sub(lookback).saturating_add(1),
+            last_te.saturating_add(after),
+        )?;
         let mut out = Vec::with_capacity(selected.len());
         let mut total = 0usize;
         for s in selected {
@@ -598,7 +608,7 @@ impl<'a> Evaluator<'a> {
             if vs.smoothed || vs.anchored {
                 for i in 0..n {
                     let t = grid.ts(i);
-                    let te = at.unwrap_or(t) - offset;
+                    let te = at.unwrap_or(t).saturating_sub(offset);
                     if let Some(v) =
                         crate::functions::smoothed_value(pts, te, lookback, vs.smoothed)
                     {
@@ -609,7 +619,7 @@ impl<'a> Evaluator<'a> {
                 let mut cur = 0usize;
                 for i in 0..n {
                     let t = grid.ts(i);
-                    let te = at.unwrap_or(t) - offset;
+                    let te = at.unwrap_or(t).saturating_sub(offset);
                     // Cursor to the first sample after te (monotone in te
                     // unless `@` pins it, when te is constant).
                     while cur < pts.len() && pts[cur].0 <= te {
@@ -619,7 +629,7 @@ impl<'a> Evaluator<'a> {
                         continue;
                     }
                     let (st, sv) = pts[cur - 1];
-                    if st <= te - lookback || is_stale_nan(sv) {
+                    if st <= te.saturating_sub(lookback) || is_stale_nan(sv) {
                         continue;
                     }
                     points.push((t, if sample_ts { st as f64 / 1000.0 } else { sv }));
@@ -651,8 +661,11 @@ impl<'a> Evaluator<'a> {
         }
         let at = self.resolve_at(&vs.at);
         let (first_te, last_te) = match at {
-            Some(a) => (a - offset, a - offset),
-            None => (grid.start - offset, grid.end - offset),
+            Some(a) => (a.saturating_sub(offset), a.saturating_sub(offset)),
+            None => (
+                grid.start.saturating_sub(offset),
+                grid.end.saturating_sub(offset),
+            ),
         };
         // anchored/smoothed look one lookback before the window (and
         // smoothed one lookback after) for the boundary samples.
@@ -668,8 +681,11 @@ impl<'a> Evaluator<'a> {
         };
         let selected = self.store.select(
             &vs.matchers,
-            first_te - range - extra_before + 1,
-            last_te + extra_after,
+            first_te
+                .saturating_sub(range)
+                .saturating_sub(extra_before)
+                .saturating_add(1),
+            last_te.saturating_add(extra_after),
         )?;
         let mut series = Vec::with_capacity(selected.len());
         let mut total = 0;
@@ -683,7 +699,7 @@ impl<'a> Evaluator<'a> {
                 continue;
             }
             // Samples held at once: those of one window (the last one).
-            let lo = points.partition_point(|p| p.0 <= last_te - range);
+            let lo = points.partition_point(|p| p.0 <= last_te.saturating_sub(range));
             total += points.len() - lo.min(points.len());
             series.push(StepSeries {
                 labels: Arc::new(s.labels),
@@ -718,20 +734,26 @@ impl<'a> Evaluator<'a> {
         }
         let at = self.resolve_at(&sq.at);
         let (first_te, last_te) = match at {
-            Some(a) => (a - offset, a - offset),
-            None => (grid.start - offset, grid.end - offset),
+            Some(a) => (a.saturating_sub(offset), a.saturating_sub(offset)),
+            None => (
+                grid.start.saturating_sub(offset),
+                grid.end.saturating_sub(offset),
+            ),
         };
-        let lower = first_te - range;
+        let lower = first_te.saturating_sub(range);
         // First step-aligned time strictly after the window start.
-        let mut start = lower.div_euclid(step) * step;
+        let mut start = lower.div_euclid(step).saturating_mul(step);
         if start <= lower {
-            start += step;
+            start = start.saturating_add(step);
         }
         let inner_grid = Grid {
             start,
             end: last_te,
             step,
         };
+        // Every step holds at least one sample per series: a grid longer
+        // than the sample limit cannot be evaluated.
+        self.check_samples(inner_grid.len())?;
         let series = if inner_grid.len() == 0 {
             Vec::new()
         } else {

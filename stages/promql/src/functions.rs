@@ -182,14 +182,14 @@ pub(crate) fn smoothed_value(
     let pts_ok = |p: &(i64, f64)| !panoptes_model::is_stale_nan(p.1);
     let idx = pts.partition_point(|p| p.0 <= t);
     let before = if idx > 0 { Some(pts[idx - 1]) } else { None };
-    let before = before.filter(|p| p.0 > t - lookback && pts_ok(p));
+    let before = before.filter(|p| p.0 > t.saturating_sub(lookback) && pts_ok(p));
     if !smoothed {
         return before.map(|p| p.1);
     }
     let after = pts
         .get(idx)
         .copied()
-        .filter(|p| p.0 < t + lookback && pts_ok(p));
+        .filter(|p| p.0 < t.saturating_add(lookback) && pts_ok(p));
     match (before, after) {
         (Some(b), _) if b.0 == t => Some(b.1),
         (Some(b), Some(a)) => Some(b.1 + (a.1 - b.1) * (t - b.0) as f64 / (a.0 - b.0) as f64),
@@ -220,7 +220,7 @@ fn boundary_window(
     }
     let inside = &all[lo..hi.max(lo)];
     if !smoothed {
-        let first = if lo > 0 && all[lo - 1].0 > start - lookback {
+        let first = if lo > 0 && all[lo - 1].0 > start.saturating_sub(lookback) {
             all[lo - 1]
         } else {
             inside[0]
@@ -281,7 +281,7 @@ fn apply_range_fn(
     lookback: i64,
 ) -> EResult<Option<f64>> {
     let end = arg.window_end(t);
-    let start = end - arg.range_ms;
+    let start = end.saturating_sub(arg.range_ms);
     if arg.anchored || arg.smoothed {
         let is_counter = matches!(name, "rate" | "increase");
         let w = match boundary_window(&s.points, start, end, lookback, arg.smoothed, is_counter) {
@@ -768,7 +768,7 @@ impl<'a> Evaluator<'a> {
                 for i in 0..n {
                     let t = grid.ts(i);
                     let end = arg.window_end(t);
-                    let start = end - arg.range_ms;
+                    let start = end.saturating_sub(arg.range_ms);
                     while hi < pts.len() && pts[hi].0 <= end {
                         hi += 1;
                     }
