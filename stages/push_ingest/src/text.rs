@@ -226,11 +226,9 @@ pub fn parse_text(body: &[u8]) -> Result<Vec<MetricFamily>, TextError> {
             }
         }
     }
-    // Families declared by HELP/TYPE only carry no metrics; as in Go, a
-    // family without TYPE is untyped.
-    for f in &mut b.families {
-        f.r#type.get_or_insert(metric_type::UNTYPED);
-    }
+    // As Go's text parser: families declared by HELP/TYPE lines alone are
+    // dropped (so a POST of them replaces nothing).
+    b.families.retain(|f| !f.metric.is_empty());
     Ok(b.families)
 }
 
@@ -263,6 +261,8 @@ mod tests {
         let fams = parse_text(body).unwrap();
         let names: Vec<&str> = fams.iter().map(|f| f.name()).collect();
         assert_eq!(names, ["h", "s", "h_total"]);
+        let only_meta = parse_text(b"# HELP x X.\n# TYPE y gauge\nz 1\n").unwrap();
+        assert_eq!(only_meta.len(), 1);
         let h = &fams[0];
         assert_eq!(h.help.as_deref(), Some("a hist"));
         assert_eq!(h.metric.len(), 1);
