@@ -6,6 +6,12 @@
 //! limits checked) and then found by the exact `name{labels}` text of its
 //! line, so a steady-state scrape does one hash lookup per line. Entries not
 //! seen for [`EVICT_AFTER`] scrapes are forgotten.
+//!
+//! The cache is keyed by the 128-bit xxh3 hash of that text rather than the
+//! text itself: the lookup then touches no out-of-line key (a cache miss per
+//! line otherwise), and a collision among 2^64 series is not a practical
+//! concern. Label names are interned per target so that the label sets of
+//! all its series share their name strings.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -14,13 +20,16 @@ use std::sync::Arc;
 use panoptes_exposition::{Entry, Format, LabelPairs, Parser};
 use panoptes_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample};
 use panoptes_relabel::{process, RelabelRule};
-use xxhash_rust::xxh3::Xxh3Builder;
+use xxhash_rust::xxh3::xxh3_128;
 
 use crate::config::Limits;
 use crate::error::ScrapeError;
 
 /// Scrapes after which an unseen cache entry is dropped.
 pub const EVICT_AFTER: u64 = 10;
+
+/// Interned label names kept per target before the table is reset.
+const MAX_INTERNED_NAMES: usize = 10_000;
 
 /// What the append path needs to know about the target.
 #[derive(Clone, Debug)]
@@ -77,13 +86,19 @@ impl Hasher for IdentityHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u128(&mut self, n: u128) {
+        // The low half of an xxh3-128 hash is itself a good 64-bit hash.
+        self.0 = n as u64;
+    }
 }
 
 type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
 
 /// The series cache of one target.
 pub struct SeriesCache {
-    entries: HashMap<Box<str>, CacheEntry, Xxh3Builder>,
+    entries: HashMap<u128, CacheEntry, BuildHasherDefault<IdentityHasher>>,
+    /// Interned label names.
+    names: HashMap<Box<str>, Arc<str>>,
     /// The current scrape number (starts at 1).
     iter: u64,
     /// The last successful scrape, whose series are candidates for staleness.
@@ -103,7 +118,8 @@ impl Default for SeriesCache {
 impl SeriesCache {
     pub fn new() -> Self {
         SeriesCache {
-            entries: HashMap::with_hasher(Xxh3Builder::new()),
+            entries: HashMap::default(),
+            names: HashMap::new(),
             iter: 0,
             last_ok: 0,
             seen: HashSet64::default(),
@@ -165,10 +181,11 @@ impl SeriesCache {
             };
             res.scraped += 1;
             let iter = self.iter;
-            let entry = match self.entries.get_mut(se.series) {
+            let key = xxh3_128(se.series.as_bytes());
+            let entry = match self.entries.get_mut(&key) {
                 Some(e) => e,
                 None => {
-                    let out = match new_series(se.name, &se.labels, s) {
+                    let out = match new_series(&mut self.names, se.name, &se.labels, s) {
                         Ok(out) => out,
                         Err(e) => {
                             error = Some(e);
@@ -178,7 +195,7 @@ impl SeriesCache {
                     if out.is_some() {
                         res.added += 1;
                     }
-                    self.entries.entry(se.series.into()).or_insert(CacheEntry {
+                    self.entries.entry(key).or_insert(CacheEntry {
                         out,
                         touched: 0,
                         emitted: 0,
@@ -283,6 +300,10 @@ impl SeriesCache {
             iter.saturating_sub(e.touched) <= EVICT_AFTER
         });
         self.last_ok = if ok { iter } else { 0 };
+        // A target inventing label names forever must not grow this.
+        if self.names.len() > MAX_INTERNED_NAMES {
+            self.names.clear();
+        }
     }
 }
 
@@ -299,16 +320,26 @@ fn meta<'m, 'b>(
 }
 
 /// Computes the final labels of a series seen for the first time.
+fn intern(names: &mut HashMap<Box<str>, Arc<str>>, name: &str) -> Arc<str> {
+    if let Some(a) = names.get(name) {
+        return a.clone();
+    }
+    let a: Arc<str> = Arc::from(name);
+    names.insert(name.into(), a.clone());
+    a
+}
+
 fn new_series(
+    names: &mut HashMap<Box<str>, Arc<str>>,
     name: &str,
     pairs: &LabelPairs<'_>,
     s: &AppendSettings,
 ) -> Result<Option<(Labels, u64)>, ScrapeError> {
     let mut b = LabelsBuilder::with_capacity(pairs.len() + s.target_labels.len() + 1);
-    b.set("__name__", name);
+    b.set(intern(names, "__name__"), name);
     for (n, v) in pairs.iter() {
         if !v.is_empty() {
-            b.set(*n, &**v);
+            b.set(intern(names, n), &**v);
         }
     }
     if s.honor_labels {
