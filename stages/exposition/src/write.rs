@@ -178,10 +178,12 @@ pub fn format_float(out: &mut String, v: f64) {
         out.push('-');
     }
     if !(-4..6).contains(&exp) {
-        out.push(digits[0] as char);
-        if digits.len() > 1 {
+        // `{:e}` of a finite non-zero float always has a leading digit.
+        let (lead, rest) = digits.split_first().unwrap_or((&b'0', &[]));
+        out.push(*lead as char);
+        if !rest.is_empty() {
             out.push('.');
-            digits[1..].iter().for_each(|d| out.push(*d as char));
+            rest.iter().for_each(|d| out.push(*d as char));
         }
         out.push('e');
         out.push(if exp < 0 { '-' } else { '+' });
