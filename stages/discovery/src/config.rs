@@ -168,10 +168,20 @@ pub struct FileSdConfig {
 
 /// A secret given inline or read from a file at request time (so rotated
 /// credentials are picked up, as Prometheus does).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum Secret {
     Inline(String),
     File(PathBuf),
+}
+
+impl std::fmt::Debug for Secret {
+    /// Never prints the secret itself (configs end up in logs).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Secret::Inline(_) => f.write_str("Inline(<secret>)"),
+            Secret::File(p) => f.debug_tuple("File").field(p).finish(),
+        }
+    }
 }
 
 impl Secret {
@@ -201,12 +211,26 @@ pub enum HttpAuth {
 
 /// TLS settings for http_sd; certificate files are read at compile time so
 /// a pipeline that validates cannot fail to start over them.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, PartialEq, Default)]
 pub struct TlsSettings {
     pub ca_pem: Option<Vec<u8>>,
     /// Client certificate and key, PEM, concatenated for reqwest's identity.
     pub identity_pem: Option<Vec<u8>>,
     pub insecure_skip_verify: bool,
+}
+
+impl std::fmt::Debug for TlsSettings {
+    /// Shows which parts are set, never the key material.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field(
+                "ca",
+                &self.ca_pem.as_ref().map(|b| format!("{} bytes", b.len())),
+            )
+            .field("client_identity", &self.identity_pem.is_some())
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .finish()
+    }
 }
 
 /// One http_sd config.
@@ -494,5 +518,31 @@ fn compile_tls(
         ca_pem,
         identity_pem,
         insecure_skip_verify: t.insecure_skip_verify,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let cfg = HttpSdConfig {
+            url: "http://x/sd".into(),
+            refresh_interval: DEFAULT_HTTP_REFRESH,
+            auth: HttpAuth::Basic {
+                username: "u".into(),
+                password: Some(Secret::Inline("hunter2".into())),
+            },
+            tls: TlsSettings {
+                ca_pem: Some(b"CA-PEM".to_vec()),
+                identity_pem: Some(b"PRIVATE KEY".to_vec()),
+                insecure_skip_verify: false,
+            },
+        };
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+        assert!(shown.contains("6 bytes"), "{shown}");
     }
 }

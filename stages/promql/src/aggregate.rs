@@ -3,7 +3,7 @@
 //! `limit_ratio`, `count_values`) with `by`/`without` grouping. Group keys
 //! are computed once per input series, not once per step.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use panoptes_model::{Labels, METRIC_NAME};
@@ -83,7 +83,7 @@ impl<'a> Evaluator<'a> {
         }
         // Group index per input series.
         let mut groups: Vec<Arc<Labels>> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
         let mut gi_of = Vec::with_capacity(series.len());
         for s in &series {
             let key = group_labels(&s.labels, a);
@@ -245,7 +245,7 @@ impl<'a> Evaluator<'a> {
                 }
             }
         }
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
         let mut gi_of = Vec::with_capacity(series.len());
         for s in &series {
             let key = group_labels(&s.labels, a);
@@ -368,7 +368,7 @@ impl<'a> Evaluator<'a> {
         if label.is_empty() {
             return exec_err(format!("invalid label name {label:?}"));
         }
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
         let mut out: Vec<StepSeries> = Vec::new();
         let mut gl: Vec<Labels> = Vec::with_capacity(series.len());
         for s in &series {

@@ -2,7 +2,7 @@
 //! one-to-one, many-to-one, one-to-many and set matching, Prometheus's
 //! duplicate-match errors, and the experimental `fill*` modifiers.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use panoptes_model::{Labels, LabelsBuilder, METRIC_NAME};
@@ -119,7 +119,7 @@ impl OutAcc {
     fn new() -> Self {
         OutAcc {
             series: Vec::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 
@@ -216,7 +216,7 @@ impl<'a> Evaluator<'a> {
             BinaryOp::Or if lhs.is_empty() => return Ok(rhs),
             _ => {}
         }
-        let mut sig_ids: HashMap<Labels, usize> = HashMap::new();
+        let mut sig_ids: HashMap<Labels, usize> = HashMap::default();
         let mut sig_of = |s: &StepSeries| {
             let sig = signature(&s.labels, m);
             let n = sig_ids.len();
@@ -300,7 +300,7 @@ impl<'a> Evaluator<'a> {
         let swapped = m.card == Cardinality::OneToMany;
         let (many, one) = if swapped { (rhs, lhs) } else { (lhs, rhs) };
         let (fill_many, fill_one) = (b.fill.left, b.fill.right);
-        let mut sig_ids: HashMap<Labels, usize> = HashMap::new();
+        let mut sig_ids: HashMap<Labels, usize> = HashMap::default();
         let mut sig_labels: Vec<Arc<Labels>> = Vec::new();
         let mut sig_of = |s: &StepSeries| {
             let sig = signature(&s.labels, m);
@@ -317,12 +317,12 @@ impl<'a> Evaluator<'a> {
         let nsig = sig_ids.len();
         let mut one_at: Vec<Option<(usize, f64, usize)>> = vec![None; nsig];
         let mut matched_step = vec![usize::MAX; nsig];
-        let mut inserted: HashMap<usize, Vec<Arc<Labels>>> = HashMap::new();
+        let mut inserted: HashMap<usize, Vec<Arc<Labels>>> = HashMap::default();
         let mut mc = StepCursor::new(many.len());
         let mut oc = StepCursor::new(one.len());
         let (mut mv, mut ov) = (Vec::new(), Vec::new());
         let mut out = OutAcc::new();
-        let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::new();
+        let mut pair_slot: HashMap<(usize, usize), usize> = HashMap::default();
         let drop = drops_name(op) || b.return_bool;
         for i in 0..grid.len() {
             self.check_deadline()?;

@@ -5,7 +5,7 @@
 //! once per step): a selector reads its series from the store once, for the
 //! union of all the windows it needs, and walks them with a cursor.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -405,7 +405,7 @@ fn finish_names(series: Vec<StepSeries>, instant: bool) -> EResult<Vec<StepSerie
         return Ok(series);
     }
     let mut out: Vec<StepSeries> = Vec::with_capacity(series.len());
-    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::default();
     for mut s in series {
         if s.drop_name {
             s.labels = Arc::new(drop_metric_name(&s.labels));

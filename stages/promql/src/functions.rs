@@ -2,7 +2,7 @@
 //! Prometheus's extrapolation, math and date functions, label functions,
 //! sorting, `absent`, `scalar`/`vector`, classic-bucket histogram functions.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use chrono::{Datelike, TimeZone, Timelike, Utc};
@@ -595,7 +595,7 @@ fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 /// same step are Prometheus's duplicate-labelset error.
 pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> EResult<Vec<StepSeries>> {
     let mut out: Vec<StepSeries> = Vec::with_capacity(series.len());
-    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::default();
     for s in series {
         match index.get(&s.labels) {
             None => {
@@ -758,6 +758,11 @@ impl<'a> Evaluator<'a> {
             let lookback = self.opts.lookback_delta_ms;
             let mut out = Vec::with_capacity(arg.series.len());
             let mut pv = vec![0.0; params.len()];
+            let invariant = arg.at.is_some()
+                && name != "predict_linear"
+                && params
+                    .iter()
+                    .all(|p| p.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()));
             for s in &arg.series {
                 self.check_deadline()?;
                 let mut points = Vec::new();
@@ -765,7 +770,17 @@ impl<'a> Evaluator<'a> {
                 // with `@`), so two cursors find them.
                 let (mut lo, mut hi) = (0usize, 0usize);
                 let pts = &s.points;
+                let mut first: Option<Option<f64>> = None;
                 for i in 0..n {
+                    // With `@`, every step sees the same window: compute once.
+                    if invariant {
+                        if let Some(v) = first {
+                            if let Some(v) = v {
+                                points.push((grid.ts(i), v));
+                            }
+                            continue;
+                        }
+                    }
                     let t = grid.ts(i);
                     let end = arg.window_end(t);
                     let start = end.saturating_sub(arg.range_ms);
@@ -779,7 +794,11 @@ impl<'a> Evaluator<'a> {
                         pv[k] = p[i];
                     }
                     let window = &pts[lo..hi];
-                    if let Some(v) = apply_range_fn(name, &arg, s, window, t, &pv, lookback)? {
+                    let r = apply_range_fn(name, &arg, s, window, t, &pv, lookback)?;
+                    if invariant {
+                        first = Some(r);
+                    }
+                    if let Some(v) = r {
                         points.push((t, v));
                     }
                 }
@@ -1098,7 +1117,7 @@ impl<'a> Evaluator<'a> {
         // Group series by labels without `le` (the name stays in the key but
         // not in the output).
         let mut groups: Vec<BucketGroup> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::new();
+        let mut index: HashMap<Labels, usize> = HashMap::default();
         let mut warned: Vec<String> = Vec::new();
         for (si, s) in series.iter().enumerate() {
             let le = s.labels.get("le").unwrap_or("");

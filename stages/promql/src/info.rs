@@ -2,7 +2,7 @@
 //! of info metrics (`target_info` by default) that share their identifying
 //! labels (`instance`, `job`).
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
 use panoptes_model::{Labels, Matcher, METRIC_NAME};
@@ -84,7 +84,7 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
     // metric, the most recent one wins.
     let infos = ev.eval_vector_selector(&info_vs, info_grid, true)?;
     // Info series by identifying-label values.
-    let mut by_id: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    let mut by_id: HashMap<(String, String), Vec<usize>> = HashMap::default();
     for (i, s) in infos.iter().enumerate() {
         let key = (
             s.labels.get("instance").unwrap_or("").to_string(),
@@ -94,7 +94,7 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
     }
     let requires_match = data_matchers.iter().any(|m| !m.matches_empty());
     let mut out: Vec<StepSeries> = Vec::new();
-    let mut index: HashMap<Arc<Labels>, usize> = HashMap::new();
+    let mut index: HashMap<Arc<Labels>, usize> = HashMap::default();
     for s in &input {
         let name = s.labels.metric_name().unwrap_or("");
         // Input series that are themselves info series (by a positive name
