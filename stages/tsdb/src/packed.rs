@@ -17,7 +17,7 @@
 //!
 //! The zstd frame is stored without a dictionary; a chunk decodes alone.
 
-use crate::bits::{put_uvarint, put_varint, DecodeError, Decoder};
+use crate::bits::{put_uvarint, put_varint, unzigzag, zigzag, DecodeError, Decoder};
 
 /// Samples per packed chunk: long enough for the entropy coder to find the
 /// patterns, short enough that a narrow range query decodes little.
@@ -25,6 +25,7 @@ pub const SAMPLES_PER_PACKED_CHUNK: usize = 1920;
 
 const MODE_DECIMAL: u8 = 0;
 const MODE_XOR: u8 = 1;
+const MODE_DECIMAL_PLANES: u8 = 2;
 const ZSTD_LEVEL: i32 = 3;
 
 /// Exact powers of ten (all representable exactly as f64).
@@ -100,13 +101,26 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
     let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
     match common_exponent(&values) {
         Some(e) => {
-            raw.push(MODE_DECIMAL);
-            raw.push(e as u8);
+            // Byte planes of the zigzagged mantissa deltas: all low bytes,
+            // then all second bytes, … so the entropy coder sees one
+            // distribution per plane instead of a mix.
             let mut prev = 0i64;
-            for &v in &values {
-                let m = decimal_mantissa(v, e).unwrap_or(0);
-                put_varint(&mut raw, m.wrapping_sub(prev));
-                prev = m;
+            let deltas: Vec<u64> = values
+                .iter()
+                .map(|&v| {
+                    let m = decimal_mantissa(v, e).unwrap_or(0);
+                    let d = zigzag(m.wrapping_sub(prev));
+                    prev = m;
+                    d
+                })
+                .collect();
+            let max = deltas.iter().copied().max().unwrap_or(0);
+            let width = (8 - max.leading_zeros() as usize / 8).max(1);
+            raw.push(MODE_DECIMAL_PLANES);
+            raw.push(e as u8);
+            raw.push(width as u8);
+            for plane in 0..width {
+                raw.extend(deltas.iter().map(|d| (d >> (plane * 8)) as u8));
             }
         }
         None => {
@@ -175,6 +189,23 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
             let mut m = 0i64;
             for &t in &ts {
                 m = m.wrapping_add(d.varint()?);
+                out.push((t, m as f64 / POW10[e]));
+            }
+        }
+        MODE_DECIMAL_PLANES => {
+            let e = d.u8()? as usize;
+            let width = d.u8()? as usize;
+            if e >= POW10.len() || !(1..=8).contains(&width) {
+                return Err(PackedError::Mode(MODE_DECIMAL_PLANES));
+            }
+            let planes = d.take(width * n)?;
+            let mut m = 0i64;
+            for (i, &t) in ts.iter().enumerate() {
+                let mut z = 0u64;
+                for plane in 0..width {
+                    z |= (planes[plane * n + i] as u64) << (plane * 8);
+                }
+                m = m.wrapping_add(unzigzag(z));
                 out.push((t, m as f64 / POW10[e]));
             }
         }
