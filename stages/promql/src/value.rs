@@ -88,19 +88,6 @@ pub enum QueryError {
     Storage(#[from] panoptes_model::StorageError),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_floats_have_no_exponent() {
-        assert_eq!(format_api_float(1e6), "1000000");
-        assert_eq!(format_api_float(0.1), "0.1");
-        assert_eq!(format_api_float(-0.0), "-0");
-        assert_eq!(format_api_float(f64::NEG_INFINITY), "-Inf");
-    }
-}
-
 impl QueryError {
     /// Prometheus's API `errorType` for this error.
     pub fn error_type(&self) -> &'static str {
@@ -112,5 +99,18 @@ impl QueryError {
             QueryError::Storage(panoptes_model::StorageError::Canceled) => "canceled",
             QueryError::Storage(_) => "internal",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_floats_have_no_exponent() {
+        assert_eq!(format_api_float(1e6), "1000000");
+        assert_eq!(format_api_float(0.1), "0.1");
+        assert_eq!(format_api_float(-0.0), "-0");
+        assert_eq!(format_api_float(f64::NEG_INFINITY), "-Inf");
     }
 }
