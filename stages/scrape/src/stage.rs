@@ -25,6 +25,9 @@ use crate::scrape_loop::{self, LoopEnv, LoopSpec, LoopState};
 use crate::target::{populate_groups, Populated, Target};
 use crate::view::ScrapeView;
 
+/// How long stopping waits for scrape loops before aborting them.
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The `scrape` stage kind.
 pub struct ScrapeKind;
 
@@ -157,13 +160,15 @@ impl RunningStage for RunningScrape {
             .iter()
             .filter(|t| t.health == TargetHealth::Down)
             .count();
-        if down == 0 {
-            panoptes_engine::stage::StageHealth::healthy()
-        } else {
-            panoptes_engine::stage::StageHealth::unhealthy(format!(
-                "{down} of {} targets down",
-                targets.len()
-            ))
+        // Down targets are the targets' problem, not the stage's: the stage
+        // stays healthy and says how many are down.
+        panoptes_engine::stage::StageHealth {
+            ok: true,
+            detail: if down == 0 {
+                String::new()
+            } else {
+                format!("{down} of {} targets down", targets.len())
+            },
         }
     }
 
@@ -256,11 +261,27 @@ impl Manager {
             self.stopping.push(h.join);
         }
         self.env.metrics.targets.set(0);
-        for j in self.stopping.drain(..) {
-            if let Err(e) = self.runtime.block_on(j) {
-                if e.is_panic() {
-                    tracing::error!(stage = %self.id, "a scrape loop panicked");
+        // Loops stop at their next await point; one blocked on a full
+        // downstream is given a few seconds, then aborted.
+        let joins: Vec<_> = self.stopping.drain(..).collect();
+        let aborts: Vec<_> = joins.iter().map(|j| j.abort_handle()).collect();
+        let id = self.id.clone();
+        let all = async move {
+            for j in joins {
+                if let Err(e) = j.await {
+                    if e.is_panic() {
+                        tracing::error!(stage = %id, "a scrape loop panicked");
+                    }
                 }
+            }
+        };
+        let finished = self
+            .runtime
+            .block_on(async { tokio::time::timeout(STOP_GRACE, all).await.is_ok() });
+        if !finished {
+            tracing::warn!(stage = %self.id, "scrape loops did not stop in time; aborting them");
+            for a in aborts {
+                a.abort();
             }
         }
     }

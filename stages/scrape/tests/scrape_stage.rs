@@ -46,6 +46,31 @@ async fn metrics(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Resp
     (status, [("content-type", ct)], st.body.lock().clone()).into_response()
 }
 
+/// The body gzip-compressed when the client accepts it.
+async fn gz(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
+    use std::io::Write;
+    *st.headers.lock() = Some(headers.clone());
+    let body = st.body.lock().clone();
+    let accepts = headers
+        .get("accept-encoding")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("gzip"));
+    if !accepts {
+        return ([("content-type", "text/plain; version=0.0.4")], body).into_response();
+    }
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    enc.write_all(body.as_bytes()).unwrap();
+    let bytes = enc.finish().unwrap();
+    (
+        [
+            ("content-type", "text/plain; version=0.0.4"),
+            ("content-encoding", "gzip"),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
 async fn slow() -> &'static str {
     tokio::time::sleep(Duration::from_secs(30)).await;
     "late 1\n"
@@ -105,6 +130,7 @@ impl Harness {
         let app = Router::new()
             .route("/metrics", get(metrics))
             .route("/slow", get(slow))
+            .route("/gz", get(gz))
             .route("/huge", get(huge))
             .route("/many", get(many))
             .with_state(server.clone());
@@ -184,6 +210,20 @@ impl Harness {
             Message::Samples(b) => b,
             other => panic!("unexpected {:?}", other.message_type()),
         }
+    }
+
+    fn reconfigure(&mut self, section: serde_json::Value) -> bool {
+        let cctx = CompileContext {
+            stage_id: "node".into(),
+            base_dir: ".".into(),
+            global: GlobalConfig::default(),
+        };
+        let cfg = ScrapeKind.compile(&cctx, &section).expect("valid section");
+        let r = self.running.as_mut().expect("running");
+        matches!(
+            r.reconfigure(cfg.as_ref()),
+            panoptes_engine::stage::Reconfigure::Applied
+        )
     }
 
     fn stop(&mut self) {
@@ -414,4 +454,91 @@ fn openmetrics_auth_relabeling_and_limits() {
         "{}",
         t.last_error
     );
+}
+
+#[test]
+fn gzip_bodies_are_decompressed_and_can_be_refused() {
+    let h = Harness::start(
+        json!({"scrape_interval": "300ms", "scrape_timeout": "250ms", "metrics_path": "/gz"}),
+    );
+    *h.server.body.lock() = "zipped_total 42\n".into();
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "up"), Some(1.0));
+    assert_eq!(value(&b, "zipped_total"), Some(42.0));
+    let hdrs = h.server.headers.lock().clone().unwrap();
+    assert!(hdrs
+        .get("accept-encoding")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("gzip"));
+
+    let h = Harness::start(
+        json!({"scrape_interval": "300ms", "scrape_timeout": "250ms", "metrics_path": "/gz", "gzip": false}),
+    );
+    *h.server.body.lock() = "plain_total 7\n".into();
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "plain_total"), Some(7.0));
+    let hdrs = h.server.headers.lock().clone().unwrap();
+    assert_eq!(hdrs.get("accept-encoding").unwrap(), "identity");
+}
+
+#[test]
+fn reconfigure_keeps_loops_unless_scrape_settings_change() {
+    let base = json!({"scrape_interval": "300ms", "scrape_timeout": "250ms"});
+    let mut h = Harness::start(base.clone());
+    *h.server.body.lock() = "m 1\n".into();
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "scrape_series_added"), Some(1.0));
+
+    // Only target relabeling changes, and the target survives it: the loop
+    // (and its series cache) keeps running.
+    let mut keep = base.clone();
+    keep["relabel_configs"] =
+        json!([{"source_labels": ["env"], "regex": "prod", "action": "drop"}]);
+    assert!(h.reconfigure(keep));
+    for _ in 0..2 {
+        let b = h.next_batch();
+        assert_eq!(value(&b, "scrape_series_added"), Some(0.0));
+    }
+
+    // Metric relabeling changes: loops restart with the new rules.
+    let mut changed = base.clone();
+    changed["metric_relabel_configs"] = json!([{"target_label": "tier", "replacement": "gold"}]);
+    assert!(h.reconfigure(changed));
+    let b = loop {
+        let b = h.next_batch();
+        if b.samples.iter().any(|s| s.labels.get("tier").is_some()) {
+            break b;
+        }
+    };
+    assert_eq!(value(&b, "scrape_series_added"), Some(1.0));
+    let m = b
+        .samples
+        .iter()
+        .find(|s| s.labels.metric_name() == Some("m"))
+        .unwrap();
+    assert_eq!(m.labels.get("tier"), Some("gold"));
+    assert!(!m.value.is_nan());
+
+    // Target relabeling now drops the target: it goes away with stale
+    // markers and shows up as dropped.
+    let mut drop_all = base;
+    drop_all["relabel_configs"] =
+        json!([{"source_labels": ["env"], "regex": "test", "action": "drop"}]);
+    assert!(h.reconfigure(drop_all));
+    let b = loop {
+        let b = h.next_batch();
+        if b.samples.iter().all(|s| is_stale_nan(s.value)) {
+            break b;
+        }
+    };
+    assert!(stale_names(&b).contains(&"up".to_string()));
+    let view = &h.targets.all()[0].1;
+    assert!(view.targets().is_empty());
+    assert_eq!(view.dropped_targets().len(), 1);
+    h.stop();
 }
