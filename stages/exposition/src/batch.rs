@@ -11,7 +11,8 @@ use crate::{Entry, Format, ParseError, Parser};
 /// `__name__`, `default_timestamp_ms` applied when a sample has none) plus
 /// metadata (one `MetricMetadata` per family with HELP/TYPE/UNIT, in order
 /// of first appearance). Exemplars are dropped. All or nothing: the first
-/// error is returned and no samples.
+/// error is returned and no samples. The text format's metadata rules are
+/// enforced ([`Parser::strict_metadata`]), as a Pushgateway does for pushes.
 pub fn parse_to_batch(
     body: &[u8],
     format: Format,
@@ -20,7 +21,7 @@ pub fn parse_to_batch(
 ) -> Result<SampleBatch, ParseError> {
     let mut batch = SampleBatch::new(source);
     let mut family_index: HashMap<String, usize> = HashMap::new();
-    for entry in Parser::new(body, format) {
+    for entry in Parser::new(body, format).strict_metadata() {
         match entry? {
             Entry::Sample(s) => {
                 let mut b = LabelsBuilder::with_capacity(s.labels.len() + 1);

@@ -81,9 +81,11 @@ pub struct Exemplar<'a> {
 
 /// An iterator of the entries of one body. After an `Err` it yields `None`.
 ///
-/// Besides the syntax, it checks what the formats require of metadata: at
-/// most one HELP, TYPE and UNIT per family, each before the family's first
-/// sample; and in OpenMetrics, that the body ends with `# EOF`.
+/// It accepts what Prometheus's scrape parsers accept (see the crate docs for
+/// the few deviations), including metadata in any order and repeated; with
+/// [`Parser::strict_metadata`] it also enforces the text format's metadata
+/// rules, as the Pushgateway does. In OpenMetrics the body must end with
+/// `# EOF`.
 pub struct Parser<'a> {
     body: &'a [u8],
     format: Format,
@@ -108,6 +110,19 @@ impl<'a> Parser<'a> {
             saw_eof: false,
             families: Families::default(),
         }
+    }
+
+    /// Also enforces the text format's metadata rules, as its specification
+    /// and the Pushgateway's parser (`expfmt`) do: at most one HELP and one
+    /// TYPE line per metric name, and the TYPE line before the first sample
+    /// of its family. Prometheus's scrape parser does not check these (some
+    /// exporters repeat families and Prometheus scrapes them), so a scraper
+    /// leaves this off and a push receiver turns it on. No effect on
+    /// OpenMetrics, where Go's client library emits colliding families
+    /// (`go_memstats_alloc_bytes` gauge and counter) that Prometheus accepts.
+    pub fn strict_metadata(mut self) -> Self {
+        self.families.strict = self.format == Format::PrometheusText;
+        self
     }
 
     /// The format this parser reads.
@@ -774,6 +789,8 @@ struct MetaSeen {
 /// next, so a body costs one set insertion per run of equal names.
 #[derive(Default)]
 struct Families<'a> {
+    /// Whether the rules are enforced; types are remembered regardless.
+    strict: bool,
     last_sample_name: &'a str,
     sample_names: FxHashSet<&'a str>,
     meta: FxHashMap<&'a str, MetaSeen>,
@@ -783,14 +800,14 @@ struct Families<'a> {
 
 impl<'a> Families<'a> {
     fn record_sample(&mut self, name: &'a str) {
-        if name != self.last_sample_name {
+        if self.strict && name != self.last_sample_name {
             self.last_sample_name = name;
             self.sample_names.insert(name);
         }
     }
 
-    /// Records one metadata line, rejecting a second line of the same kind
-    /// and metadata that comes after the family's samples.
+    /// Records one metadata line; when strict, rejects a second line of the
+    /// same kind and a TYPE line after the family's samples.
     fn record_meta(
         &mut self,
         at: &'a str,
@@ -812,6 +829,9 @@ impl<'a> Families<'a> {
                 had
             }
         };
+        if !self.strict {
+            return Ok(());
+        }
         if duplicate {
             return Err(err_invalid(
                 at,
@@ -820,6 +840,10 @@ impl<'a> Families<'a> {
                     kind.keyword()
                 ),
             ));
+        }
+        if kind != MetaKind::Type {
+            // The specification requires only TYPE to precede the samples.
+            return Ok(());
         }
         let known_type = seen.metric_type;
         let mut after_samples = self.sample_names.contains(family);
@@ -838,9 +862,8 @@ impl<'a> Families<'a> {
             return Err(err_invalid(
                 at,
                 format!(
-                    "{} line for metric family {family:?} comes after samples of that family; \
-                     metadata must precede the family's first sample",
-                    kind.keyword()
+                    "TYPE line for metric family {family:?} comes after samples of that \
+                     family; it must precede the family's first sample"
                 ),
             ));
         }
@@ -921,17 +944,25 @@ mod tests {
     }
 
     #[test]
-    fn metadata_rules_are_per_family() {
-        // Interleaving other families is fine; only the family's own samples
-        // (with its type's suffixes) must come after its metadata.
-        let ok = "# TYPE a summary\na_sum 1\n# TYPE b gauge\nb 1\na_count 2\n";
-        assert_eq!(samples(ok, Format::PrometheusText).len(), 3);
-        let late = "# TYPE a summary\na_sum 1\n# HELP a Late help.\n";
-        let err = Parser::new(late.as_bytes(), Format::PrometheusText)
-            .find_map(Result::err)
-            .expect("late HELP rejected");
-        assert_eq!(err.line, 3);
+    fn strict_metadata_rules_are_per_family() {
+        let strict = |body: &'static str| {
+            Parser::new(body.as_bytes(), Format::PrometheusText)
+                .strict_metadata()
+                .find_map(Result::err)
+        };
+        // Interleaving other families is fine, and so is a late HELP; a TYPE
+        // after the family's own samples (with its type's suffixes) is not.
+        let ok = "# TYPE a summary\na_sum 1\n# TYPE b gauge\nb 1\na_count 2\n# HELP a Late.\n";
+        assert_eq!(strict(ok), None);
+        let late = "a_sum 1\n# TYPE a summary\n";
+        let err = strict(late).expect("late TYPE rejected");
+        assert_eq!((err.line, err.column), (2, 8));
         assert!(err.message.contains("comes after samples"), "{err}");
+        // Without strictness, as in Prometheus's scrape parser, all pass.
+        assert_eq!(samples(late, Format::PrometheusText).len(), 1);
+        let twice = "# TYPE a gauge\n# TYPE a gauge\na 1\n";
+        assert_eq!(samples(twice, Format::PrometheusText).len(), 1);
+        assert!(strict(twice).is_some());
     }
 
     #[test]

@@ -201,11 +201,7 @@ fn conformance_bodies() {
 
 #[test]
 fn malformed_bodies_each_fail_with_a_located_message() {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir().join("malformed"))
-        .expect("malformed dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    paths.sort();
+    let paths = files_in(&dir().join("malformed"));
     assert!(paths.len() >= 40, "only {} malformed bodies", paths.len());
     let mut out = String::new();
     for path in paths {
@@ -220,6 +216,52 @@ fn malformed_bodies_each_fail_with_a_located_message() {
         let _ = writeln!(out, "{name}: {}", errors[0]);
     }
     insta::assert_snapshot!(out);
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("testdata dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn metadata_rule_violations_fail_only_when_strict() {
+    // Prometheus's scrape parser accepts these; the text format's rules (and
+    // the Pushgateway) reject them.
+    let paths = files_in(&dir().join("malformed/strict"));
+    assert!(paths.len() >= 4);
+    let mut out = String::new();
+    for path in paths {
+        let body = std::fs::read(&path).expect("read body");
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("?");
+        assert!(
+            Parser::new(&body, Format::PrometheusText).all(|e| e.is_ok()),
+            "{name} parses without strict_metadata"
+        );
+        let err = Parser::new(&body, Format::PrometheusText)
+            .strict_metadata()
+            .find_map(Result::err)
+            .expect(name);
+        let batch_err = parse_to_batch(&body, Format::PrometheusText, 0, "t").expect_err(name);
+        assert_eq!(batch_err, err, "{name}");
+        let _ = writeln!(out, "{name}: {err}");
+    }
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn go_client_openmetrics_family_collision_is_accepted() {
+    // client_golang exposes go_memstats_alloc_bytes (gauge) and
+    // go_memstats_alloc_bytes_total (counter), whose OpenMetrics families
+    // collide; Prometheus ingests both, and so must we, even when strict.
+    let body = read("go_client_collision.om.txt");
+    let batch = parse_to_batch(&body, Format::OpenMetrics, 0, "t").expect("accepted");
+    assert_eq!(batch.samples.len(), 2);
+    insta::assert_snapshot!(render(&body, Format::OpenMetrics));
 }
 
 #[test]
