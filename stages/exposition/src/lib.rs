@@ -17,9 +17,13 @@
 //!   newline (Prometheus keeps unknown escapes verbatim);
 //! - label pairs are separated by commas (Prometheus's text lexer also
 //!   accepts blanks), and a metric name is followed by a blank or `{`;
-//! - a repeated label name, a second HELP/TYPE/UNIT line for a family, and
-//!   metadata after the family's first sample are errors (Prometheus leaves
-//!   duplicates to its scrape loop and ignores metadata order).
+//! - a repeated label name is an error in the parser (Prometheus fails the
+//!   scrape for it later, in its scrape loop).
+//!
+//! Metadata order is not checked by default, as in Prometheus's scrape
+//! parser; [`Parser::strict_metadata`] (used by [`parse_to_batch`]) enforces
+//! the text format's rules as the Pushgateway does: one HELP and one TYPE
+//! per name, TYPE before the family's first sample.
 //!
 //! Everything else is as in Prometheus: blanks and comments in the text
 //! format, the float syntax (Go's, with `NaN`, `Inf`/`Infinity` in any case,
