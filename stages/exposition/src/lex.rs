@@ -208,6 +208,12 @@ pub(crate) enum NumberError {
 /// and an out-of-range literal such as `1e400` is an error, not infinity.
 pub(crate) fn parse_float(tok: &str) -> Result<f64, NumberError> {
     let b = tok.as_bytes();
+    // Fast path for the most common values, small non-negative integers
+    // (counters, bucket counts): exact below 2^53, so no rounding question.
+    if !b.is_empty() && b.len() <= 15 && b.iter().all(u8::is_ascii_digit) {
+        let n = b.iter().fold(0u64, |acc, d| acc * 10 + u64::from(d - b'0'));
+        return Ok(n as f64);
+    }
     let unsigned = match b.first() {
         Some(b'+' | b'-') => &b[1..],
         _ => b,
@@ -313,6 +319,16 @@ mod tests {
             assert_eq!(parse_float(tok), Err(NumberError::Unsupported), "{tok}");
         }
         assert_eq!(parse_float("1e400"), Err(NumberError::Range));
+        for tok in [
+            "0",
+            "7",
+            "00012",
+            "999999999999999",
+            "9999999999999999",
+            "123456789012345678",
+        ] {
+            assert_eq!(parse_float(tok), Ok(tok.parse::<f64>().unwrap()), "{tok}");
+        }
         assert_eq!(parse_float("1e-400"), Ok(0.0));
     }
 
