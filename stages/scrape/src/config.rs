@@ -169,7 +169,7 @@ pub fn schema() -> Value {
                     "ca_file": file_schema("PEM CA certificates to verify the target with."),
                     "cert_file": file_schema("PEM client certificate."),
                     "key_file": file_schema("PEM client key."),
-                    "server_name": {"type": "string", "description": "Name to verify the target's certificate against (and send as SNI)."},
+                    "server_name": {"type": "string", "description": "Name to verify the target's certificate against instead of the URL's host (the SNI sent stays the URL's host)."},
                     "insecure_skip_verify": {"type": "boolean"}
                 }
             },
@@ -613,11 +613,13 @@ fn compile_tls(
         server_name: r.string("server_name"),
         insecure_skip_verify: r.boolean("insecure_skip_verify").unwrap_or(false),
     };
-    if tls.server_name.is_some() {
-        issues.push(ConfigIssue::new(
-            "tls_config.server_name",
-            "server_name is not supported yet (the target's own host name is verified)",
-        ));
+    if let Some(name) = &tls.server_name {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+            issues.push(ConfigIssue::new(
+                "tls_config.server_name",
+                format!("{name:?} is not a valid DNS name or IP address"),
+            ));
+        }
     }
     if tls.cert_file.is_some() != tls.key_file.is_some() {
         issues.push(ConfigIssue::new(

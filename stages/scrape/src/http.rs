@@ -41,6 +41,16 @@ impl Fetcher {
         b = if cfg.gzip { b.gzip(true) } else { b.no_gzip() };
         if cfg.tls.insecure_skip_verify {
             b = b.danger_accept_invalid_certs(true);
+        } else if let Some(name) = &cfg.tls.server_name {
+            // The CA and client certificate are part of this configuration.
+            b = b.use_preconfigured_tls(crate::tls::client_config(&cfg.tls, name)?);
+            let client = b
+                .build()
+                .map_err(|e| FetcherError(format!("cannot build HTTP client: {e}")))?;
+            return Ok(Fetcher {
+                client,
+                auth: cfg.auth.clone(),
+            });
         }
         if let Some(ca) = &cfg.tls.ca_file {
             let pem = std::fs::read(ca)

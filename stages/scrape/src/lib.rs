@@ -16,6 +16,7 @@ mod metrics;
 pub mod scrape_loop;
 mod stage;
 pub mod target;
+mod tls;
 mod view;
 
 pub use config::ScrapeConfig;

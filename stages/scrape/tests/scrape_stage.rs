@@ -233,6 +233,74 @@ impl Harness {
     }
 }
 
+/// A TLS listener for axum: TCP accept plus a rustls handshake.
+struct TlsListener {
+    tcp: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((stream, addr)) = self.tcp.accept().await else {
+                continue;
+            };
+            // A client that rejects our certificate fails the handshake.
+            if let Ok(tls) = self.acceptor.accept(stream).await {
+                return (tls, addr);
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.tcp.local_addr()
+    }
+}
+
+fn tls_path(name: &str) -> String {
+    format!("{}/tests/tls/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Harness {
+    /// Serves `/metrics` over TLS with the test certificate for
+    /// `panoptes.test`; returns the address.
+    fn spawn_tls_server(&self) -> String {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(tls_path("server.crt"))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(tls_path("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self.server.clone());
+        let tcp = self
+            ._rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = tcp.local_addr().unwrap().to_string();
+        let listener = TlsListener {
+            tcp,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        };
+        self._rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+}
+
 impl Drop for Harness {
     fn drop(&mut self) {
         self.stop();
@@ -541,4 +609,33 @@ fn reconfigure_keeps_loops_unless_scrape_settings_change() {
     assert!(view.targets().is_empty());
     assert_eq!(view.dropped_targets().len(), 1);
     h.stop();
+}
+
+#[test]
+fn tls_with_a_private_ca_and_server_name() {
+    let scrape = |tls: serde_json::Value| {
+        let h = Harness::start(json!({
+            "scrape_interval": "300ms", "scrape_timeout": "250ms",
+            "scheme": "https", "tls_config": tls
+        }));
+        *h.server.body.lock() = "secure_total 1\n".into();
+        let addr = h.spawn_tls_server();
+        h.set_targets(&[&addr]);
+        let b = h.next_batch();
+        let err = h.targets.all()[0].1.targets()[0].last_error.clone();
+        (value(&b, "up"), value(&b, "secure_total"), err)
+    };
+    // The certificate names panoptes.test, the URL 127.0.0.1: verification
+    // against the URL fails, against server_name succeeds.
+    let (up, _, err) = scrape(json!({"ca_file": tls_path("ca.crt")}));
+    assert_eq!(up, Some(0.0));
+    assert!(!err.is_empty());
+    let (up, v, err) =
+        scrape(json!({"ca_file": tls_path("ca.crt"), "server_name": "panoptes.test"}));
+    assert_eq!((up, v), (Some(1.0), Some(1.0)), "{err}");
+    // Without the CA the certificate is unknown, unless verification is off.
+    let (up, _, _) = scrape(json!({"server_name": "panoptes.test"}));
+    assert_eq!(up, Some(0.0));
+    let (up, v, err) = scrape(json!({"insecure_skip_verify": true}));
+    assert_eq!((up, v), (Some(1.0), Some(1.0)), "{err}");
 }
