@@ -61,12 +61,16 @@ pub struct SampleEntry<'a> {
     /// The exact bytes `name{labels}` as written (a cache key for the
     /// scraper, like Prometheus's series cache).
     pub series: &'a str,
+    /// The metric name as written (for OpenMetrics counters, with `_total`;
+    /// `_created` series are ordinary samples, as Prometheus ingests them).
     pub name: &'a str,
     /// Labels as written (excluding the name), values unescaped.
     pub labels: LabelPairs<'a>,
+    /// The value; `NaN` is an ordinary NaN, never the staleness marker.
     pub value: f64,
     /// Milliseconds; OpenMetrics' float seconds are converted.
     pub timestamp_ms: Option<i64>,
+    /// OpenMetrics only.
     pub exemplar: Option<Exemplar<'a>>,
 }
 
@@ -76,6 +80,7 @@ pub struct Exemplar<'a> {
     /// Label pairs as written, values unescaped (a `Vec`: exemplars are rare).
     pub labels: Vec<(&'a str, Cow<'a, str>)>,
     pub value: f64,
+    /// Milliseconds (converted from the exemplar's float seconds).
     pub timestamp_ms: Option<i64>,
 }
 
