@@ -29,7 +29,9 @@ What the families cover: counters with resets (instance app-3 restarts at
 tick 40, app-2 at tick 71), a counter that never moves, float counters,
 big and negative gauges, NaN/±Inf/-0/tiny/huge values, classic histograms
 (`le` written in the canonical float form "1.0", "+Inf" so that 3.x's `le`
-normalisation at ingestion cannot make the two stores differ) and a summary,
+normalisation at ingestion cannot make the two stores differ), one whose
+buckets now and then are not monotonic, one with only a +Inf bucket, and a
+summary,
 an info metric for group_left joins, a gauge whose series can never tie
 (worker_load: topk/bottomk/sort do not define an order among equal values), a series that goes away for longer
 than the 5m lookback and comes back, a short-lived series, labels made for
@@ -99,6 +101,7 @@ class Model:
                      for s, base in (("cpu", 55.0), ("ambient", 21.5), ("outdoor", -4.25))}
         self.queue = {i: 5 for i in API_INSTANCES}
         self.short = 0
+        self.broken = [0] * 4  # cumulative counts of broken_duration_seconds' 4 buckets
 
     def ts(self, k, job):
         frac = 137 + (k * 7919) % 400
@@ -174,6 +177,24 @@ class Model:
                     out.append(series("request_duration_seconds_bucket", base + [("le", le)], c, t))
                 out.append(series("request_duration_seconds_sum", base, round(total, 6), t))
                 out.append(series("request_duration_seconds_count", base, count, t))
+
+        # A histogram whose buckets are not monotonic now and then (as when the
+        # buckets are read while being updated) and one with only the +Inf bucket.
+        out.append("# TYPE broken_duration_seconds histogram\n")
+        if k > 0:
+            self.broken = [b + r.randint(0, 5) for b in self.broken]
+            self.broken = [max(self.broken[:i + 1]) for i in range(4)]
+        shown = list(self.broken)
+        if k % 5 == 2:
+            shown[1] = shown[0] - r.randint(1, 3)  # dips below the 0.1 bucket
+        for le, c in zip(["0.1", "0.5", "1.0", "+Inf"], shown):
+            out.append(series("broken_duration_seconds_bucket", [("instance", "app-1:8080"), ("job", "api"),
+                                                                 ("le", le)], max(c, 0), t))
+        out.append(series("broken_duration_seconds_count", [("instance", "app-1:8080"), ("job", "api")],
+                          self.broken[3], t))
+        out.append("# TYPE inf_only_seconds histogram\n")
+        out.append(series("inf_only_seconds_bucket", [("instance", "app-1:8080"), ("job", "api"), ("le", "+Inf")],
+                          3 * k, t))
 
         out.append("# TYPE rpc_duration_seconds summary\n")
         for inst in DB_INSTANCES:
