@@ -229,6 +229,120 @@ impl VectorSelector {
     }
 }
 
+/// ` bool on (a) group_left (b) fill(0)`: everything between a binary
+/// operator and its right operand.
+fn binary_modifiers(b: &BinaryExpr) -> String {
+    let mut out = String::new();
+    if b.return_bool {
+        out.push_str(" bool");
+    }
+    if let Some(m) = &b.matching {
+        let group = match m.card {
+            Cardinality::ManyToOne => Some("group_left"),
+            Cardinality::OneToMany => Some("group_right"),
+            _ => None,
+        };
+        if m.explicit && (m.on || !m.labels.is_empty()) {
+            let tag = if m.on { "on" } else { "ignoring" };
+            out.push_str(&format!(" {tag} ({})", label_list(&m.labels)));
+            if let Some(g) = group {
+                out.push_str(&format!(" {g} ({})", label_list(&m.include)));
+            }
+        } else if let (true, Some(g)) = (m.explicit, group) {
+            out.push_str(&format!(" ignoring () {g} ({})", label_list(&m.include)));
+        }
+    }
+    match (b.fill.left, b.fill.right) {
+        (Some(l), Some(r)) if l.to_bits() == r.to_bits() => {
+            out.push_str(&format!(" fill({})", format_float(l)))
+        }
+        (l, r) => {
+            if let Some(l) = l {
+                out.push_str(&format!(" fill_left({})", format_float(l)));
+            }
+            if let Some(r) = r {
+                out.push_str(&format!(" fill_right({})", format_float(r)));
+            }
+        }
+    }
+    out
+}
+
+/// `sum by (a) ` / `topk` : the operator and its grouping.
+fn aggregate_prefix(a: &AggregateExpr) -> String {
+    let mut out = a.op.as_str().to_string();
+    if a.without {
+        out.push_str(&format!(" without ({}) ", label_list(&a.grouping)));
+    } else if !a.grouping.is_empty() {
+        out.push_str(&format!(" by ({}) ", label_list(&a.grouping)));
+    }
+    out
+}
+
+/// `[range:step] @ t offset d` of a subquery.
+fn subquery_suffix(s: &SubqueryExpr) -> String {
+    let step = s.step.as_ref().map(|d| d.to_string()).unwrap_or_default();
+    format!(
+        "[{}:{}]{}{}",
+        s.range,
+        step,
+        at_str(&s.at),
+        offset_str(&s.offset)
+    )
+}
+
+/// Lines longer than this are split by [`Expr::pretty`].
+const MAX_LINE: usize = 100;
+
+impl Expr {
+    /// The multi-line form Prometheus's `format_query` returns: a node
+    /// whose one-line form exceeds 100 characters is split, its children
+    /// indented by two spaces per level.
+    pub fn pretty(&self) -> String {
+        self.pretty_at(0)
+    }
+
+    fn pretty_at(&self, level: usize) -> String {
+        let ind = "  ".repeat(level);
+        let flat = self.to_string();
+        let split = flat.len() > MAX_LINE;
+        match self {
+            Expr::Aggregate(a) if split => {
+                let mut out = format!("{ind}{}(\n", aggregate_prefix(a));
+                if let Some(p) = &a.param {
+                    out.push_str(&format!("{},\n", p.pretty_at(level + 1)));
+                }
+                out.push_str(&format!("{}\n{ind})", a.expr.pretty_at(level + 1)));
+                out
+            }
+            Expr::Binary(b) if split => format!(
+                "{}\n{ind}{}{}\n{}",
+                b.lhs.pretty_at(level + 1),
+                b.op.as_str(),
+                binary_modifiers(b),
+                b.rhs.pretty_at(level + 1)
+            ),
+            Expr::Call(c) if split => {
+                let args: Vec<String> = c.args.iter().map(|a| a.pretty_at(level + 1)).collect();
+                format!("{ind}{}(\n{}\n{ind})", c.func.name, args.join(",\n"))
+            }
+            Expr::Paren(p) if split => {
+                format!("{ind}(\n{}\n{ind})", p.expr.pretty_at(level + 1))
+            }
+            Expr::Subquery(s) if split => {
+                format!("{}{}", s.expr.pretty_at(level), subquery_suffix(s))
+            }
+            // Prometheus prints an unsplit subquery without indentation.
+            Expr::Subquery(_) => flat,
+            Expr::Unary(u) => {
+                let op = if u.op == UnaryOp::Neg { "-" } else { "+" };
+                format!("{ind}{op}{}", u.expr.pretty_at(level).trim())
+            }
+            _ => format!("{ind}{flat}"),
+        }
+    }
+}
+
 impl Display for Expr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -254,70 +368,22 @@ impl Display for Expr {
                 at_str(&m.vector.at),
                 offset_str(&m.vector.offset)
             ),
-            Expr::Subquery(s) => {
-                write!(f, "{}[{}:", s.expr, s.range)?;
-                if let Some(step) = &s.step {
-                    write!(f, "{step}")?;
-                }
-                write!(f, "]{}{}", at_str(&s.at), offset_str(&s.offset))
-            }
+            Expr::Subquery(s) => write!(f, "{}{}", s.expr, subquery_suffix(s)),
             Expr::Paren(p) => write!(f, "({})", p.expr),
             Expr::Unary(u) => {
                 let op = if u.op == UnaryOp::Neg { "-" } else { "+" };
                 write!(f, "{op}{}", u.expr)
             }
-            Expr::Binary(b) => {
-                write!(f, "{} {}", b.lhs, b.op.as_str())?;
-                if b.return_bool {
-                    f.write_str(" bool")?;
-                }
-                if let Some(m) = &b.matching {
-                    if m.explicit && (m.on || !m.labels.is_empty()) {
-                        let tag = if m.on { "on" } else { "ignoring" };
-                        write!(f, " {tag} ({})", label_list(&m.labels))?;
-                        match m.card {
-                            Cardinality::ManyToOne => {
-                                write!(f, " group_left ({})", label_list(&m.include))?
-                            }
-                            Cardinality::OneToMany => {
-                                write!(f, " group_right ({})", label_list(&m.include))?
-                            }
-                            _ => {}
-                        }
-                    } else if m.explicit {
-                        match m.card {
-                            Cardinality::ManyToOne => {
-                                write!(f, " ignoring () group_left ({})", label_list(&m.include))?
-                            }
-                            Cardinality::OneToMany => {
-                                write!(f, " ignoring () group_right ({})", label_list(&m.include))?
-                            }
-                            _ => {}
-                        }
-                    }
-                }
-                match (b.fill.left, b.fill.right) {
-                    (Some(l), Some(r)) if l.to_bits() == r.to_bits() => {
-                        write!(f, " fill({})", format_float(l))?
-                    }
-                    (l, r) => {
-                        if let Some(l) = l {
-                            write!(f, " fill_left({})", format_float(l))?;
-                        }
-                        if let Some(r) = r {
-                            write!(f, " fill_right({})", format_float(r))?;
-                        }
-                    }
-                }
-                write!(f, " {}", b.rhs)
-            }
+            Expr::Binary(b) => write!(
+                f,
+                "{} {}{} {}",
+                b.lhs,
+                b.op.as_str(),
+                binary_modifiers(b),
+                b.rhs
+            ),
             Expr::Aggregate(a) => {
-                f.write_str(a.op.as_str())?;
-                if a.without {
-                    write!(f, " without ({}) ", label_list(&a.grouping))?;
-                } else if !a.grouping.is_empty() {
-                    write!(f, " by ({}) ", label_list(&a.grouping))?;
-                }
+                f.write_str(&aggregate_prefix(a))?;
                 f.write_str("(")?;
                 if let Some(p) = &a.param {
                     write!(f, "{p}, ")?;
@@ -354,6 +420,24 @@ mod tests {
         assert_eq!(format_float(-2.5), "-2.5");
         assert_eq!(format_float(f64::INFINITY), "+Inf");
         assert_eq!(format_float(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn pretty_splits_long_expressions() {
+        let q = "sum by (job) (rate(http_requests_total{job=\"api-server\", instance=\"10.0.0.1:9090\"}[5m])) / on (job) group_left sum by (job) (rate(x[5m]))";
+        let e = crate::parse(q).expect("parses");
+        let want = "  sum by (job) (rate(http_requests_total{job=\"api-server\", instance=\"10.0.0.1:9090\"}[5m]))\n/ on (job) group_left ()\n  sum by (job) (rate(x[5m]))";
+        assert_eq!(e.pretty(), want);
+        let long = format!(
+            "histogram_quantile(0.9, sum by (le) (rate({}_bucket[5m])))",
+            "x".repeat(90)
+        );
+        let want = format!(
+            "histogram_quantile(\n  0.9,\n  sum by (le) (\n    rate(\n      {}_bucket[5m]\n    )\n  )\n)",
+            "x".repeat(90)
+        );
+        assert_eq!(crate::parse(&long).expect("parses").pretty(), want);
+        assert_eq!(crate::parse("up").expect("parses").pretty(), "up");
     }
 
     #[test]
