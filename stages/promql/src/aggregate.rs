@@ -37,6 +37,18 @@ fn group_labels(l: &Labels, a: &AggregateExpr) -> Labels {
     }
 }
 
+/// Prometheus's `labels.Labels.Hash()`: XXH64 of `name\xffvalue\xff…`.
+fn prometheus_label_hash(l: &Labels) -> u64 {
+    let mut h = xxhash_rust::xxh64::Xxh64::new(0);
+    for x in l.iter() {
+        h.update(x.name.as_bytes());
+        h.update(&[0xff]);
+        h.update(x.value.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
+}
+
 /// Go's `strconv.FormatFloat(v, 'f', -1, 64)`.
 fn format_f(v: f64) -> String {
     if v.is_nan() {
@@ -306,14 +318,15 @@ impl<'a> Evaluator<'a> {
                         members
                     }
                     _ => {
-                        // limit_ratio: a deterministic per-series position
-                        // in [0, 1) decides membership.
+                        // limit_ratio: a series is in if its position in
+                        // [0, 1) (its Prometheus label hash) is below the ratio
+                        // (or, for a negative ratio, at or above 1 + ratio).
                         let r = p.clamp(-1.0, 1.0);
                         members
                             .into_iter()
                             .filter(|(si, _)| {
-                                let off = (series[*si].labels.stable_hash() % (1u64 << 32)) as f64
-                                    / (1u64 << 32) as f64;
+                                let off = prometheus_label_hash(&series[*si].labels) as f64
+                                    / u64::MAX as f64;
                                 if r >= 0.0 {
                                     off < r
                                 } else {
