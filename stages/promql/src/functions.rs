@@ -718,9 +718,10 @@ impl<'a> Evaluator<'a> {
             }
             "info" => return self.info_fn(c, grid),
             "histogram_count" | "histogram_sum" | "histogram_avg" | "histogram_stddev"
-            | "histogram_stdvar" | "start_timestamp" | "integral" => {
-                // Native histograms are not stored: these see only floats,
-                // which they ignore.
+            | "histogram_stdvar" => {
+                // These read native histograms only and skip float samples,
+                // as in Prometheus; the store holds floats only, so the
+                // result is always empty.
                 let _ = self.eval(&c.args[0], grid)?;
                 return Ok(EvalVal::Vector(Vec::new()));
             }
