@@ -10,16 +10,34 @@ use reqwest::header::{
     HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, AUTHORIZATION, CONTENT_TYPE, USER_AGENT,
 };
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::config::{Auth, ScrapeConfig, Secret};
 use crate::error::ScrapeError;
+use crate::recording::{fetch_mode, write_response_async, FetchMode, Recorded, Replayer};
+use crate::target::Target;
 
 /// The User-Agent scrapes are made with.
 pub const USER_AGENT_VALUE: &str = concat!("Panoptes/", env!("CARGO_PKG_VERSION"));
 
-/// A client built from one scrape config, shared by its scrape loops.
+/// A client built from one scrape config, shared by its scrape loops. It
+/// scrapes over the network, records what it scrapes, or replays a
+/// recording, per [`crate::recording::fetch_mode`] when it was built.
 pub struct Fetcher {
     client: reqwest::Client,
     auth: Option<Auth>,
+    mode: FetchMode,
+    replayer: Arc<Replayer>,
+}
+
+/// A successful fetch.
+#[derive(Debug)]
+pub struct Fetched {
+    pub content_type: String,
+    /// In replay, the duration the recorded scrape took (reported instead
+    /// of the replay's own, so replays are deterministic).
+    pub recorded_duration: Option<Duration>,
 }
 
 /// Why a client could not be built (bad CA or client certificate files).
@@ -50,6 +68,8 @@ impl Fetcher {
             return Ok(Fetcher {
                 client,
                 auth: cfg.auth.clone(),
+                mode: fetch_mode(),
+                replayer: Arc::default(),
             });
         }
         if let Some(ca) = &cfg.tls.ca_file {
@@ -79,7 +99,102 @@ impl Fetcher {
         Ok(Fetcher {
             client,
             auth: cfg.auth.clone(),
+            mode: fetch_mode(),
+            replayer: Arc::default(),
         })
+    }
+
+    /// Scrapes `target` in its slot `slot_ms` into `buf`, from the network,
+    /// or from a recording in replay mode; in record mode the response is
+    /// also stored under the slot's time.
+    pub async fn scrape(
+        &self,
+        target: &Target,
+        slot_ms: i64,
+        limit: u64,
+        gzip: bool,
+        buf: &mut Vec<u8>,
+    ) -> Result<Fetched, ScrapeError> {
+        match &self.mode {
+            FetchMode::Network => {
+                let content_type = self
+                    .fetch(&target.url, target.timeout, limit, gzip, buf)
+                    .await?;
+                Ok(Fetched {
+                    content_type,
+                    recorded_duration: None,
+                })
+            }
+            FetchMode::Record(root) => {
+                let started = Instant::now();
+                let res = self
+                    .fetch(&target.url, target.timeout, limit, gzip, buf)
+                    .await;
+                let (status, content_type, error) = match &res {
+                    Ok(ct) => (200, ct.clone(), String::new()),
+                    Err(ScrapeError::HttpStatus(s)) => {
+                        let code = s
+                            .split(' ')
+                            .next()
+                            .and_then(|c| c.parse().ok())
+                            .unwrap_or(0);
+                        (code, String::new(), e_text(&res))
+                    }
+                    Err(_) => (0, String::new(), e_text(&res)),
+                };
+                let rec = Recorded {
+                    time_ms: slot_ms,
+                    status,
+                    content_type,
+                    duration: started.elapsed(),
+                    error,
+                    body: if status == 200 {
+                        buf.clone()
+                    } else {
+                        Vec::new()
+                    },
+                };
+                if let Err(e) = write_response_async(root, target, &rec).await {
+                    tracing::warn!(target = %target.url, error = %e, "cannot record scrape response");
+                }
+                res.map(|content_type| Fetched {
+                    content_type,
+                    recorded_duration: None,
+                })
+            }
+            FetchMode::Replay(root) => {
+                let replayer = self.replayer.clone();
+                let (root, t) = (root.clone(), target.clone());
+                let rec =
+                    tokio::task::spawn_blocking(move || replayer.response(&root, &t, slot_ms))
+                        .await
+                        .map_err(|e| ScrapeError::Body(format!("replay reader failed: {e}")))??;
+                buf.clear();
+                match rec.status {
+                    200 if limit > 0 && rec.body.len() as u64 > limit => {
+                        Err(ScrapeError::BodySizeLimit(limit))
+                    }
+                    200 => {
+                        buf.extend_from_slice(&rec.body);
+                        Ok(Fetched {
+                            content_type: rec.content_type,
+                            recorded_duration: Some(rec.duration),
+                        })
+                    }
+                    0 => Err(ScrapeError::Request {
+                        url: target.url.clone(),
+                        message: rec.error,
+                    }),
+                    code => Err(ScrapeError::HttpStatus(format!(
+                        "{code} {}",
+                        reqwest::StatusCode::from_u16(code)
+                            .ok()
+                            .and_then(|c| c.canonical_reason())
+                            .unwrap_or("")
+                    ))),
+                }
+            }
+        }
     }
 
     /// Fetches `url` into `buf` (cleared first) and returns the response's
@@ -165,6 +280,10 @@ impl Fetcher {
         }
         Ok(content_type)
     }
+}
+
+fn e_text(r: &Result<String, ScrapeError>) -> String {
+    r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
 }
 
 fn read_secret(s: &Secret) -> Result<String, ScrapeError> {

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 mod metrics;
+pub mod recording;
 pub mod scrape_loop;
 mod stage;
 pub mod target;
@@ -21,4 +22,5 @@ mod view;
 
 pub use config::ScrapeConfig;
 pub use error::ScrapeError;
+pub use recording::{fetch_mode, set_fetch_mode, FetchMode};
 pub use stage::ScrapeKind;

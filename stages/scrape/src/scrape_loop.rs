@@ -124,9 +124,15 @@ pub async fn run(
                 continue;
             }
         }
-        let start_ms = lp.env.clock.now_ms();
+        // On the virtual clock time jumps: the slot itself is the scrape
+        // time, so a replay gives the same timestamps however it is driven.
+        let start_ms = if lp.env.clock.is_virtual() {
+            next
+        } else {
+            lp.env.clock.now_ms()
+        };
         let done = tokio::select! {
-            batch = lp.scrape_once(start_ms) => Some(batch),
+            batch = lp.scrape_once(start_ms, next) => Some(batch),
             r = state.changed() => {
                 if r.is_err() { break LoopState::Stop; }
                 None
@@ -154,23 +160,28 @@ pub async fn run(
 }
 
 impl Loop {
-    async fn scrape_once(&mut self, start_ms: i64) -> SampleBatch {
+    /// One scrape starting at `start_ms`, in the slot scheduled at
+    /// `slot_ms` (what a recording is keyed by, so that a replay on the
+    /// virtual clock finds it at the same slot).
+    async fn scrape_once(&mut self, start_ms: i64, slot_ms: i64) -> SampleBatch {
         let started = Instant::now();
         let t = &self.spec.target;
         let fetched = self
             .spec
             .fetcher
-            .fetch(
-                &t.url,
-                t.timeout,
+            .scrape(
+                t,
+                slot_ms,
                 self.spec.body_size_limit,
                 self.spec.gzip,
                 &mut self.buf,
             )
             .await;
+        let mut recorded_duration = None;
         let res = match fetched {
-            Ok(content_type) => {
-                let format = Format::from_content_type(&content_type);
+            Ok(f) => {
+                recorded_duration = f.recorded_duration;
+                let format = Format::from_content_type(&f.content_type);
                 self.cache
                     .append(&self.buf, format, start_ms, &self.spec.settings)
             }
@@ -180,7 +191,7 @@ impl Loop {
         if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
             self.buf = Vec::new();
         }
-        let duration = started.elapsed();
+        let duration = recorded_duration.unwrap_or_else(|| started.elapsed());
         self.finish(res, start_ms, duration)
     }
 

@@ -325,12 +325,14 @@ impl Manager {
                 continue;
             }
             if let Some(h) = self.loops.remove(&key) {
+                // Out of the view first: once the loop hears it, its stale
+                // markers may be downstream before this thread runs again.
+                self.view.remove(key);
                 let _ = h.state.send(if keep {
                     LoopState::Stop
                 } else {
                     LoopState::Remove
                 });
-                self.view.remove(key);
                 self.stopping.push(h.join);
             }
         }
