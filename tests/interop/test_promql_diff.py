@@ -79,6 +79,14 @@ DELIBERATE_3X_DIFFERENCES = {
         "same extrapolation change as above: the first 1m subquery point is not 0",
     "increase(weird_value[5m])":
         "same extrapolation change: a gauge does not start at 0 (windows holding the series' start)",
+    # 3.x parser additions
+    "1_000":
+        "3.x accepts underscores in number literals (prometheus PR #12821); 2.42 fails with bad_data",
+    "count_over_time(queue_depth[300])":
+        "3.x accepts a plain number of seconds as a range (promqltest duration_expression.test: "
+        "[1800]); 2.42 fails with bad_data",
+    "queue_depth offset 90":
+        "3.x accepts a plain number of seconds as an offset; 2.42 fails with bad_data",
     # atan2 drops the metric name in 3.x (promqltest operators.test: `trigy atan2 trigx` -> {})
     "weird_value atan2 weird_value":
         "3.x drops __name__ for atan2 like for the other arithmetic operators; 2.42 keeps it",
@@ -116,6 +124,9 @@ KNOWN_DIFFERENCES = {
         "doubtful, low priority: for NaN, ±Inf and values beyond int64 Go's int64(x) gives "
         "math.MinInt64 on amd64, so Prometheus answers hour 15 / year 292277026596; Panoptes "
         "answers NaN (NaN, ±Inf) or drops the series (1e300)",
+    "1e309":
+        "doubtful: 2.42 fails with bad_data (strconv.ParseFloat range error, 'error parsing number'); "
+        "Panoptes answers +Inf. To check against 3.x's number parsing before changing",
     # Regular expressions: Prometheus compiles Go RE2 syntax; Panoptes's Rust regex accepts a
     # different dialect. Each of these is a query Prometheus answers differently.
     r'queue_depth{instance=~"\\Qapp-1:8080\\E"}':
