@@ -17,7 +17,9 @@ use crate::config::ScrapeConfig;
 /// One target ready to scrape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
-    /// Labels as discovered (group labels merged in), before relabeling.
+    /// Labels as discovered (group labels merged in) with the scrape
+    /// defaults (`job`, `__scheme__`, …) added, before relabeling — what
+    /// Prometheus shows as `discoveredLabels`.
     pub discovered: Labels,
     /// Labels after relabeling, including `__` labels.
     pub full: Labels,
@@ -104,7 +106,7 @@ pub fn populate(discovered: Labels, cfg: &ScrapeConfig) -> Populated {
     }
     let preset = b.build();
     let Some(relabeled) = process(&preset, &cfg.relabel_configs) else {
-        return Populated::Dropped(discovered);
+        return Populated::Dropped(preset);
     };
     let Some(addr) = relabeled.get("__address__") else {
         return invalid("no address".into());
@@ -158,7 +160,7 @@ pub fn populate(discovered: Labels, cfg: &ScrapeConfig) -> Populated {
     );
     let url = build_url(&full, &cfg.params);
     Populated::Target(Target {
-        discovered,
+        discovered: preset,
         full,
         labels,
         url,

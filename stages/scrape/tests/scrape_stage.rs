@@ -326,3 +326,31 @@ fn tls_with_a_private_ca_and_server_name() {
     let (up, v, err) = scrape(json!({"insecure_skip_verify": true}));
     assert_eq!((up, v), (Some(1.0), Some(1.0)), "{err}");
 }
+
+#[test]
+fn a_stopped_exporter_refuses_connections_and_is_down() {
+    let h = Harness::start(json!({"scrape_interval": "300ms", "scrape_timeout": "250ms"}));
+    // A port that was free a moment ago: nothing listens on it any more.
+    let gone = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    h.set_targets(&[&gone]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "up"), Some(0.0));
+    assert_eq!(value(&b, "scrape_samples_scraped"), Some(0.0));
+    let t = &h.targets.all()[0].1.targets()[0];
+    assert_eq!(t.health, TargetHealth::Down);
+    assert!(
+        t.last_error
+            .starts_with(&format!("Get \"http://{gone}/metrics\"")),
+        "{}",
+        t.last_error
+    );
+    assert!(
+        t.last_error.to_lowercase().contains("refused"),
+        "{}",
+        t.last_error
+    );
+}
