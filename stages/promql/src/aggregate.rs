@@ -9,6 +9,7 @@ use std::sync::Arc;
 use panoptes_model::{Labels, METRIC_NAME};
 use panoptes_promql_parser::{format_float, AggregateExpr, AggregateOp, Expr};
 
+use crate::binary::StepCursor;
 use crate::engine::{exec_err, EResult, EvalVal, Evaluator, Grid, StepSeries};
 use crate::functions::{kahan_inc, quantile};
 
@@ -20,6 +21,51 @@ struct Acc {
     mean: f64,
     incremental: bool,
     drop_name: bool,
+}
+
+/// Adds a sample to a group's accumulator (not the group's first).
+fn accumulate(op: AggregateOp, x: &mut Acc, v: f64) {
+    match op {
+        AggregateOp::Sum => (x.value, x.c) = kahan_inc(v, x.value, x.c),
+        AggregateOp::Avg => {
+            if !x.incremental {
+                let (nv, nc) = kahan_inc(v, x.value, x.c);
+                if !nv.is_infinite() {
+                    x.value = nv;
+                    x.c = nc;
+                    return;
+                }
+                // The sum overflowed: continue with an incremental mean.
+                x.incremental = true;
+                x.mean = x.value / (x.n - 1.0);
+                x.c /= x.n - 1.0;
+            }
+            let q = (x.n - 1.0) / x.n;
+            (x.mean, x.c) = kahan_inc(v / x.n, q * x.mean, q * x.c);
+        }
+        AggregateOp::Count => x.value = x.n,
+        AggregateOp::Min if x.value > v || x.value.is_nan() => x.value = v,
+        AggregateOp::Max if x.value < v || x.value.is_nan() => x.value = v,
+        AggregateOp::Stddev | AggregateOp::Stdvar => {
+            let delta = v - x.mean;
+            x.mean += delta / x.n;
+            x.value += delta * (v - x.mean);
+        }
+        _ => {}
+    }
+}
+
+/// The aggregated value of a group's accumulator.
+fn finish(op: AggregateOp, x: &Acc) -> f64 {
+    match op {
+        AggregateOp::Sum if x.value.is_infinite() => x.value,
+        AggregateOp::Sum => x.value + x.c,
+        AggregateOp::Avg if x.incremental => x.mean + x.c,
+        AggregateOp::Avg => x.value / x.n + x.c / x.n,
+        AggregateOp::Stdvar => x.value / x.n,
+        AggregateOp::Stddev => (x.value / x.n).sqrt(),
+        _ => x.value,
+    }
 }
 
 /// Grouping labels of a series.
@@ -110,122 +156,75 @@ impl<'a> Evaluator<'a> {
             gi_of.push(gi);
         }
         let ng = groups.len();
+        // Step by step, so that only one step's accumulators (one per
+        // group) are alive at a time.
+        let mut cursor = StepCursor::new(series.len());
+        let mut at_step: Vec<(usize, f64)> = Vec::new();
+        let mut points: Vec<Vec<(i64, f64)>> = vec![Vec::new(); ng];
+        let mut dn = vec![false; ng];
+        let mut touched: Vec<usize> = Vec::new();
         if a.op == AggregateOp::Quantile {
             let q = param.unwrap_or_default();
-            let mut vals: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); n]; ng];
-            let mut dn = vec![false; ng];
-            for (si, s) in series.iter().enumerate() {
-                for &(t, v) in &s.points {
-                    vals[gi_of[si]][grid.index_of(t)].push(v);
-                }
-                dn[gi_of[si]] |= s.drop_name;
-            }
-            let mut out = Vec::with_capacity(ng);
-            for (g, per_step) in vals.into_iter().enumerate() {
-                let mut points = Vec::new();
-                for (i, mut v) in per_step.into_iter().enumerate() {
-                    if !v.is_empty() {
-                        points.push((grid.ts(i), quantile(q[i], &mut v)));
+            let mut vals: Vec<Vec<f64>> = vec![Vec::new(); ng];
+            for (i, &qi) in q.iter().enumerate().take(n) {
+                let t = grid.ts(i);
+                cursor.at(&series, t, &mut at_step);
+                for &(si, v) in &at_step {
+                    let g = gi_of[si];
+                    if vals[g].is_empty() {
+                        touched.push(g);
                     }
+                    vals[g].push(v);
+                    dn[g] |= series[si].drop_name;
                 }
-                if !points.is_empty() {
-                    out.push(StepSeries {
-                        labels: groups[g].clone(),
-                        points,
-                        drop_name: dn[g] && groups[g].get(METRIC_NAME).is_some(),
-                    });
+                for g in touched.drain(..) {
+                    points[g].push((t, quantile(qi, &mut vals[g])));
+                    vals[g].clear();
                 }
             }
-            return Ok(EvalVal::Vector(out));
-        }
-        let mut acc: Vec<Acc> = vec![Acc::default(); ng * n];
-        for (si, s) in series.iter().enumerate() {
-            let g = gi_of[si];
-            for &(t, v) in &s.points {
-                let x = &mut acc[g * n + grid.index_of(t)];
-                x.drop_name |= s.drop_name;
-                if x.n == 0.0 {
-                    x.n = 1.0;
-                    match a.op {
-                        AggregateOp::Stddev | AggregateOp::Stdvar => {
-                            x.mean = v;
-                            x.value = if v.is_finite() { 0.0 } else { f64::NAN };
-                        }
-                        AggregateOp::Count | AggregateOp::Group => x.value = 1.0,
-                        _ => x.value = v,
-                    }
-                    continue;
-                }
-                x.n += 1.0;
-                match a.op {
-                    AggregateOp::Sum => (x.value, x.c) = kahan_inc(v, x.value, x.c),
-                    AggregateOp::Avg => {
-                        if !x.incremental {
-                            let (nv, nc) = kahan_inc(v, x.value, x.c);
-                            if !nv.is_infinite() {
-                                x.value = nv;
-                                x.c = nc;
-                                continue;
-                            }
-                            x.incremental = true;
-                            x.mean = x.value / (x.n - 1.0);
-                            x.c /= x.n - 1.0;
-                        }
-                        let q = (x.n - 1.0) / x.n;
-                        (x.mean, x.c) = kahan_inc(v / x.n, q * x.mean, q * x.c);
-                    }
-                    AggregateOp::Count => x.value = x.n,
-                    AggregateOp::Group => {}
-                    AggregateOp::Min if x.value > v || x.value.is_nan() => x.value = v,
-                    AggregateOp::Max if x.value < v || x.value.is_nan() => x.value = v,
-                    AggregateOp::Stddev | AggregateOp::Stdvar => {
-                        let delta = v - x.mean;
-                        x.mean += delta / x.n;
-                        x.value += delta * (v - x.mean);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        let mut out = Vec::with_capacity(ng);
-        for g in 0..ng {
-            let mut points = Vec::new();
-            let mut dn = false;
+        } else {
+            let mut acc: Vec<Acc> = vec![Acc::default(); ng];
             for i in 0..n {
-                let x = &acc[g * n + i];
-                if x.n == 0.0 {
-                    continue;
+                let t = grid.ts(i);
+                cursor.at(&series, t, &mut at_step);
+                for &(si, v) in &at_step {
+                    let g = gi_of[si];
+                    let x = &mut acc[g];
+                    x.drop_name |= series[si].drop_name;
+                    if x.n == 0.0 {
+                        touched.push(g);
+                        x.n = 1.0;
+                        match a.op {
+                            AggregateOp::Stddev | AggregateOp::Stdvar => {
+                                x.mean = v;
+                                x.value = if v.is_finite() { 0.0 } else { f64::NAN };
+                            }
+                            AggregateOp::Count | AggregateOp::Group => x.value = 1.0,
+                            _ => x.value = v,
+                        }
+                        continue;
+                    }
+                    x.n += 1.0;
+                    accumulate(a.op, x, v);
                 }
-                dn |= x.drop_name;
-                let v = match a.op {
-                    AggregateOp::Sum => {
-                        if x.value.is_infinite() {
-                            x.value
-                        } else {
-                            x.value + x.c
-                        }
-                    }
-                    AggregateOp::Avg => {
-                        if x.incremental {
-                            x.mean + x.c
-                        } else {
-                            x.value / x.n + x.c / x.n
-                        }
-                    }
-                    AggregateOp::Stdvar => x.value / x.n,
-                    AggregateOp::Stddev => (x.value / x.n).sqrt(),
-                    _ => x.value,
-                };
-                points.push((grid.ts(i), v));
-            }
-            if !points.is_empty() {
-                out.push(StepSeries {
-                    labels: groups[g].clone(),
-                    points,
-                    drop_name: dn && groups[g].get(METRIC_NAME).is_some(),
-                });
+                for g in touched.drain(..) {
+                    let x = &mut acc[g];
+                    dn[g] |= x.drop_name;
+                    points[g].push((t, finish(a.op, x)));
+                    *x = Acc::default();
+                }
             }
         }
+        let out = points
+            .into_iter()
+            .enumerate()
+            .filter(|(_, p)| !p.is_empty())
+            .map(|(g, p)| StepSeries {
+                labels: groups[g].clone(),
+                points: p,
+                drop_name: dn[g] && groups[g].get(METRIC_NAME).is_some(),
+            })
+            .collect();
         Ok(EvalVal::Vector(out))
     }
 
@@ -265,22 +264,37 @@ impl<'a> Evaluator<'a> {
             gi_of.push(*index.entry(key).or_insert(len));
         }
         let ng = index.len();
-        let mut per_step: Vec<Vec<Vec<(usize, f64)>>> = vec![vec![Vec::new(); ng]; n];
-        for (si, s) in series.iter().enumerate() {
-            for &(t, v) in &s.points {
-                per_step[grid.index_of(t)][gi_of[si]].push((si, v));
-            }
-        }
+        // limit_ratio's per-series position in [0, 1], computed once.
+        let offsets: Vec<f64> = if a.op == AggregateOp::LimitRatio {
+            series
+                .iter()
+                .map(|s| prometheus_label_hash(&s.labels) as f64 / u64::MAX as f64)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut cursor = StepCursor::new(series.len());
+        let mut at_step: Vec<(usize, f64)> = Vec::new();
+        let mut buckets: Vec<Vec<(usize, f64)>> = vec![Vec::new(); ng];
+        let mut touched: Vec<usize> = Vec::new();
         let mut out_pts: Vec<Vec<(i64, f64)>> = vec![Vec::new(); series.len()];
         // Output order of the first (instant) step, for sorted results.
         let mut order: Vec<usize> = Vec::new();
-        for (i, groups) in per_step.into_iter().enumerate() {
+        for i in 0..n {
             let t = grid.ts(i);
             let p = param.get(i).copied().unwrap_or(0.0);
-            for mut members in groups {
-                if members.is_empty() {
-                    continue;
+            cursor.at(&series, t, &mut at_step);
+            for &(si, v) in &at_step {
+                let g = gi_of[si];
+                if buckets[g].is_empty() {
+                    touched.push(g);
                 }
+                buckets[g].push((si, v));
+            }
+            // Groups in order of first appearance, as Prometheus emits them.
+            touched.sort_unstable();
+            for g in touched.drain(..) {
+                let mut members = std::mem::take(&mut buckets[g]);
                 let chosen: Vec<(usize, f64)> = match a.op {
                     AggregateOp::Topk | AggregateOp::Bottomk => {
                         let k = if p >= 9.2e18 { i64::MAX } else { p as i64 };
@@ -325,8 +339,7 @@ impl<'a> Evaluator<'a> {
                         members
                             .into_iter()
                             .filter(|(si, _)| {
-                                let off = prometheus_label_hash(&series[*si].labels) as f64
-                                    / u64::MAX as f64;
+                                let off = offsets[*si];
                                 if r >= 0.0 {
                                     off < r
                                 } else {

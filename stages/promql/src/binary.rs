@@ -85,17 +85,17 @@ fn result_metric(lhs: &Labels, rhs: Option<&Labels>, m: &VectorMatching) -> Labe
 }
 
 /// Per-step view of one side: the series with a point at each step.
-struct StepCursor {
+pub(crate) struct StepCursor {
     pos: Vec<usize>,
 }
 
 impl StepCursor {
-    fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         StepCursor { pos: vec![0; n] }
     }
 
     /// Samples `(series index, value)` at time `t`.
-    fn at(&mut self, series: &[StepSeries], t: i64, out: &mut Vec<(usize, f64)>) {
+    pub(crate) fn at(&mut self, series: &[StepSeries], t: i64, out: &mut Vec<(usize, f64)>) {
         out.clear();
         for (i, s) in series.iter().enumerate() {
             let p = &mut self.pos[i];
