@@ -182,6 +182,10 @@ impl Ingest {
                     Err(_) => break,
                 },
                 recv(ticker) -> _ => {
+                    if let Err(e) = self.db.sync_if_due() {
+                        tracing::error!(stage = %self.id, error = %e, "WAL fsync failed");
+                        *self.health.lock() = StageHealth::unhealthy(format!("WAL fsync failed: {e}"));
+                    }
                     self.metrics.refresh_counters(&self.db);
                 }
                 recv(stop) -> _ => {

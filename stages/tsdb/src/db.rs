@@ -181,7 +181,6 @@ pub struct DbStats {
 struct Appender {
     wal: Wal,
     hash_buf: Vec<u8>,
-    hashes: Vec<u64>,
     refs: Vec<Option<u32>>,
     accepted: Vec<(RefSample, Verdict)>,
     samples_tmp: Vec<RefSample>,
@@ -196,7 +195,6 @@ impl Appender {
         Appender {
             wal,
             hash_buf: Vec::new(),
-            hashes: Vec::new(),
             refs: Vec::new(),
             accepted: Vec::new(),
             samples_tmp: Vec::new(),
@@ -379,14 +377,12 @@ impl Db {
         let app = &mut *guard;
         let n = batch.samples.len();
         // Resolve series, creating the missing ones.
-        app.hashes.clear();
         app.refs.clear();
         {
             let head = self.head.read();
             for s in &batch.samples {
                 let h = head::label_hash(&s.labels, &mut app.hash_buf);
-                app.hashes.push(h);
-                app.refs.push(head.lookup_hashed(&s.labels, h));
+                app.refs.push(head.lookup_key(&app.hash_buf, h));
             }
         }
         let mut new_series: Vec<(u32, Labels)> = Vec::new();
@@ -395,7 +391,8 @@ impl Db {
             for (i, s) in batch.samples.iter().enumerate() {
                 if app.refs[i].is_none() && !s.labels.is_empty() {
                     let fresh = head.next_ref();
-                    let r = head.create_hashed(&s.labels, app.hashes[i], None);
+                    let h = head::label_hash(&s.labels, &mut app.hash_buf);
+                    let r = head.create_keyed(&s.labels, &app.hash_buf, h, None);
                     if r >= fresh {
                         new_series.push((r, s.labels.clone()));
                     }
@@ -504,6 +501,24 @@ impl Db {
         Ok(out)
     }
 
+    /// fsyncs the WAL if the interval policy says it is due, without
+    /// blocking appends during the fsync. Call it from a periodic tick
+    /// (the store stage does, twice a second).
+    pub fn sync_if_due(&self) -> Result<(), TsdbError> {
+        let handle = self.wal.lock().due_sync_handle()?;
+        if let Some(f) = handle {
+            let start = std::time::Instant::now();
+            let r = f.sync_data();
+            let secs = start.elapsed().as_secs_f64();
+            self.wal.lock().record_sync(secs);
+            r.map_err(|source| TsdbError::Io {
+                path: self.dir.join("wal"),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+
     /// fsyncs the WAL.
     pub fn sync(&self) -> Result<(), TsdbError> {
         self.wal.lock().sync()?;
@@ -515,7 +530,7 @@ impl Db {
     /// apply retention. Call it every few seconds to a minute.
     pub fn maintain(&self) -> Result<(), TsdbError> {
         let _g = self.maintenance.lock();
-        self.wal.lock().sync_if_due()?;
+        self.sync_if_due()?;
         self.cut_head_blocks()?;
         if let Err(e) = self.compact() {
             self.counters

@@ -84,7 +84,10 @@ struct OpenChunk {
 /// One series in the head.
 #[derive(Debug)]
 pub struct MemSeries {
-    pub labels: Labels,
+    /// The label set as `name\xffvalue\xff…` (the bytes [`label_hash`]
+    /// hashes): compact, and compared with one `memcmp` on lookup. UTF-8
+    /// never contains 0xff, so the encoding is unambiguous.
+    key: Box<[u8]>,
     chunks: Vec<HeadChunk>,
     open: Option<OpenChunk>,
     /// Accepted out-of-order samples, sorted by timestamp.
@@ -95,9 +98,9 @@ pub struct MemSeries {
 }
 
 impl MemSeries {
-    fn new(labels: Labels) -> Self {
+    fn new(key: Box<[u8]>) -> Self {
         MemSeries {
-            labels,
+            key,
             chunks: Vec::new(),
             open: None,
             ooo: Vec::new(),
@@ -288,14 +291,16 @@ impl Head {
 
     /// The reference of an existing series.
     pub fn lookup(&self, labels: &Labels) -> Option<u32> {
-        self.lookup_hashed(labels, labels.stable_hash())
+        let mut key = Vec::new();
+        let h = label_hash(labels, &mut key);
+        self.lookup_key(&key, h)
     }
 
-    /// [`Head::lookup`] with the label hash already computed (see
-    /// [`label_hash`]).
-    pub fn lookup_hashed(&self, labels: &Labels, h: u64) -> Option<u32> {
+    /// [`Head::lookup`] by series key and hash, both as [`label_hash`]
+    /// produces them.
+    pub fn lookup_key(&self, key: &[u8], h: u64) -> Option<u32> {
         if let Some(&r) = self.by_hash.get(&h) {
-            if self.get(r).is_some_and(|s| &s.labels == labels) {
+            if self.get(r).is_some_and(|s| &*s.key == key) {
                 return Some(r);
             }
         }
@@ -303,7 +308,32 @@ impl Head {
             .get(&h)?
             .iter()
             .copied()
-            .find(|&r| self.get(r).is_some_and(|s| &s.labels == labels))
+            .find(|&r| self.get(r).is_some_and(|s| &*s.key == key))
+    }
+
+    /// The label set of a series, sharing the head's interned strings.
+    pub fn labels_of(&self, s: &MemSeries) -> Labels {
+        let mut parts = s.key.split(|&b| b == 0xff);
+        let mut out = Vec::new();
+        let sym = |b: &[u8]| -> Arc<str> {
+            let st = std::str::from_utf8(b).unwrap_or_default();
+            self.symbols
+                .get(st)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(st))
+        };
+        while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
+            out.push(Label {
+                name: sym(n),
+                value: sym(v),
+            });
+        }
+        Labels::from_sorted(out)
+    }
+
+    /// Labels of a series by reference.
+    pub fn series_labels_of(&self, r: u32) -> Option<Labels> {
+        self.get(r).map(|s| self.labels_of(s))
     }
 
     pub fn get(&self, r: u32) -> Option<&MemSeries> {
@@ -321,13 +351,21 @@ impl Head {
     /// Creates a series with a given reference (WAL replay) or the next one.
     /// Returns the existing reference if the label set is already present.
     pub fn create(&mut self, labels: &Labels, want_ref: Option<u32>) -> u32 {
-        let h = labels.stable_hash();
-        self.create_hashed(labels, h, want_ref)
+        let mut key = Vec::new();
+        let h = label_hash(labels, &mut key);
+        self.create_keyed(labels, &key, h, want_ref)
     }
 
-    /// [`Head::create`] with the label hash already computed.
-    pub fn create_hashed(&mut self, labels: &Labels, h: u64, want_ref: Option<u32>) -> u32 {
-        if let Some(r) = self.lookup_hashed(labels, h) {
+    /// [`Head::create`] with the series key and hash already computed by
+    /// [`label_hash`].
+    pub fn create_keyed(
+        &mut self,
+        labels: &Labels,
+        key: &[u8],
+        h: u64,
+        want_ref: Option<u32>,
+    ) -> u32 {
+        if let Some(r) = self.lookup_key(key, h) {
             return r;
         }
         let r = match want_ref {
@@ -363,7 +401,7 @@ impl Head {
         if (r as usize) >= self.series.len() {
             self.series.resize_with(r as usize + 1, || None);
         }
-        self.series[r as usize] = Some(Box::new(MemSeries::new(labels)));
+        self.series[r as usize] = Some(Box::new(MemSeries::new(Box::from(key))));
         self.live += 1;
         r
     }
@@ -519,7 +557,7 @@ impl Head {
             }
             let samples = s.samples(mint, maxt)?;
             if !samples.is_empty() {
-                out.push((s.labels.clone(), samples));
+                out.push((self.labels_of(s), samples));
             }
         }
         Ok(out)
@@ -534,7 +572,7 @@ impl Head {
             .into_iter()
             .filter_map(|r| self.get(r))
             .filter(|s| s.overlaps(mint, maxt))
-            .map(|s| s.labels.clone())
+            .map(|s| self.labels_of(s))
             .collect()
     }
 
@@ -572,7 +610,7 @@ impl Head {
             }
             if !chunks.is_empty() {
                 out.push(SeriesData {
-                    labels: s.labels.clone(),
+                    labels: self.labels_of(s),
                     chunks,
                 });
             }
@@ -619,11 +657,12 @@ impl Head {
     }
 
     fn remove(&mut self, r: u32) {
-        let Some(s) = self.series.get_mut(r as usize).and_then(|s| s.take()) else {
+        let Some(labels) = self.series_labels_of(r) else {
             return;
         };
+        self.series[r as usize] = None;
         self.live -= 1;
-        for l in s.labels.iter() {
+        for l in labels.iter() {
             if let Some(vals) = self.postings.get_mut(&l.name) {
                 if let Some(list) = vals.get_mut(&l.value) {
                     if let Ok(i) = list.binary_search(&r) {
@@ -638,7 +677,7 @@ impl Head {
                 }
             }
         }
-        let h = s.labels.stable_hash();
+        let h = labels.stable_hash();
         if self.by_hash.get(&h) == Some(&r) {
             self.by_hash.remove(&h);
             // Promote a colliding series, if any, to the primary slot.
@@ -658,7 +697,7 @@ impl Head {
         }
         // Symbols no longer referenced are freed when the last Arc goes; the
         // interning set itself is pruned here.
-        for l in s.labels.iter() {
+        for l in labels.iter() {
             for sym in [&l.name, &l.value] {
                 if Arc::strong_count(sym) <= 2 {
                     self.symbols.remove(sym);
@@ -677,7 +716,7 @@ impl Head {
         self.series
             .iter()
             .enumerate()
-            .filter_map(|(r, s)| s.as_ref().map(|s| (r as u32, s.labels.clone())))
+            .filter_map(|(r, s)| s.as_ref().map(|s| (r as u32, self.labels_of(s))))
             .collect()
     }
 }

@@ -47,8 +47,8 @@ pub const DEFAULT_SEGMENT_SIZE: u64 = 128 << 20;
 pub enum FsyncPolicy {
     /// fsync before every append returns.
     EveryBatch,
-    /// fsync when at least this long has passed since the last one (checked
-    /// on append and by the periodic maintenance call).
+    /// fsync when at least this long has passed since the last one, from a
+    /// periodic tick ([`crate::Db::sync_if_due`]) and off the append path.
     Interval(Duration),
 }
 
@@ -446,13 +446,10 @@ impl Wal {
         self.size += self.buf.len() as u64;
         self.bytes_written += self.buf.len() as u64;
         self.dirty = true;
-        match self.opts.fsync {
-            FsyncPolicy::EveryBatch => self.sync()?,
-            FsyncPolicy::Interval(d) => {
-                if self.last_sync.elapsed() >= d {
-                    self.sync()?;
-                }
-            }
+        // With the interval policy the fsync happens off the append path
+        // (see `due_sync_handle`), so a slow disk never stalls ingestion.
+        if self.opts.fsync == FsyncPolicy::EveryBatch {
+            self.sync()?;
         }
         Ok(())
     }
@@ -480,6 +477,33 @@ impl Wal {
             FsyncPolicy::Interval(d) if self.last_sync.elapsed() >= d => self.sync(),
             _ => Ok(()),
         }
+    }
+
+    /// When an interval fsync is due: a second handle on the current
+    /// segment, to be fsynced by the caller *without* holding the WAL lock
+    /// (appends go on meanwhile; what was written before this call is what
+    /// the fsync covers). The WAL counts it as synced.
+    pub fn due_sync_handle(&mut self) -> Result<Option<File>, WalError> {
+        let due = match self.opts.fsync {
+            FsyncPolicy::Interval(d) => self.dirty && self.last_sync.elapsed() >= d,
+            FsyncPolicy::EveryBatch => false,
+        };
+        if !due {
+            return Ok(None);
+        }
+        let f = self
+            .file
+            .try_clone()
+            .map_err(io_err(&self.dir.join(segment_name(self.index))))?;
+        self.dirty = false;
+        self.last_sync = Instant::now();
+        Ok(Some(f))
+    }
+
+    /// Records an fsync done on a handle from [`Wal::due_sync_handle`].
+    pub fn record_sync(&mut self, seconds: f64) {
+        self.fsync_seconds += seconds;
+        self.fsyncs += 1;
     }
 
     /// Closes the current segment and starts the next one; returns the new
@@ -708,6 +732,32 @@ mod tests {
             Record::Samples(s) => assert_eq!(s[0].v.to_bits(), panoptes_model::STALE_NAN_BITS),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn interval_fsync_is_handed_out_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = WalOptions {
+            segment_size: DEFAULT_SEGMENT_SIZE,
+            fsync: FsyncPolicy::Interval(Duration::from_millis(0)),
+        };
+        let (mut wal, _) = Wal::open(dir.path(), opts, &mut |_| {}).unwrap();
+        assert!(
+            wal.due_sync_handle().unwrap().is_none(),
+            "nothing written yet"
+        );
+        write_some(&mut wal, 0, 2);
+        let f = wal.due_sync_handle().unwrap().expect("due after a write");
+        f.sync_data().unwrap();
+        wal.record_sync(0.001);
+        assert!(wal.due_sync_handle().unwrap().is_none(), "already synced");
+        assert_eq!(wal.fsyncs, 1);
+        wal.set_fsync(FsyncPolicy::Interval(Duration::from_secs(3600)));
+        write_some(&mut wal, 2, 1);
+        assert!(
+            wal.due_sync_handle().unwrap().is_none(),
+            "not due for an hour"
+        );
     }
 
     #[test]
