@@ -345,7 +345,8 @@ impl Manager {
     fn start_loop(&mut self, key: u64, target: Target) {
         let cfg = &self.cfg;
         let status = Arc::new(Mutex::new(TargetStatus {
-            scrape_pool: self.id.clone(),
+            // Prometheus names a scrape pool after its job.
+            scrape_pool: self.cfg.job_name.clone(),
             discovered_labels: target.discovered.clone(),
             labels: target.labels.clone(),
             scrape_url: target.url.clone(),
