@@ -9,8 +9,14 @@ use panoptes_model::{Labels, MatchOp, Matcher, Series, SeriesSelect, StorageErro
 /// An in-memory store of float series.
 #[derive(Debug, Default, Clone)]
 pub struct MemStore {
-    series: BTreeMap<Labels, Vec<(i64, f64)>>,
-    by_name: HashMap<String, Vec<Labels>>,
+    /// Series and their samples, in insertion order.
+    series: Vec<(Labels, Vec<(i64, f64)>)>,
+    /// Position of each label set in `series`.
+    index: HashMap<Labels, usize>,
+    /// All positions, in label order.
+    order: BTreeMap<Labels, usize>,
+    /// Positions per metric name, in label order.
+    by_name: HashMap<String, Vec<usize>>,
 }
 
 impl MemStore {
@@ -20,14 +26,22 @@ impl MemStore {
 
     /// Appends (or replaces, for an equal timestamp) one sample.
     pub fn add(&mut self, labels: &Labels, t: i64, v: f64) {
-        let samples = match self.series.get_mut(labels) {
-            Some(s) => s,
+        let i = match self.index.get(labels) {
+            Some(&i) => i,
             None => {
+                let i = self.series.len();
+                self.series.push((labels.clone(), Vec::new()));
+                self.index.insert(labels.clone(), i);
+                self.order.insert(labels.clone(), i);
                 let name = labels.metric_name().unwrap_or("").to_string();
-                self.by_name.entry(name).or_default().push(labels.clone());
-                self.series.entry(labels.clone()).or_default()
+                let list = self.by_name.entry(name).or_default();
+                let series = &self.series;
+                let at = list.partition_point(|&j| series[j].0 < *labels);
+                list.insert(at, i);
+                i
             }
         };
+        let samples = &mut self.series[i].1;
         match samples.last() {
             Some(&(lt, _)) if lt < t => samples.push((t, v)),
             None => samples.push((t, v)),
@@ -41,6 +55,8 @@ impl MemStore {
     /// Removes everything.
     pub fn clear(&mut self) {
         self.series.clear();
+        self.index.clear();
+        self.order.clear();
         self.by_name.clear();
     }
 
@@ -53,25 +69,14 @@ impl MemStore {
         self.series.is_empty()
     }
 
-    fn candidates<'a>(&'a self, matchers: &[Matcher]) -> Vec<(&'a Labels, &'a Vec<(i64, f64)>)> {
+    /// Positions of the series a selection must look at, in label order.
+    fn candidates(&self, matchers: &[Matcher]) -> Vec<usize> {
         let by_name = matchers
             .iter()
             .find(|m| m.name == METRIC_NAME && m.op == MatchOp::Equal);
         match by_name {
-            Some(m) => {
-                let mut v: Vec<(&Labels, &Vec<(i64, f64)>)> = self
-                    .by_name
-                    .get(&m.value)
-                    .map(|ls| {
-                        ls.iter()
-                            .filter_map(|l| self.series.get_key_value(l))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                v.sort_by(|a, b| a.0.cmp(b.0));
-                v
-            }
-            None => self.series.iter().collect(),
+            Some(m) => self.by_name.get(&m.value).cloned().unwrap_or_default(),
+            None => self.order.values().copied().collect(),
         }
     }
 }
@@ -84,7 +89,8 @@ impl SeriesSelect for MemStore {
         end_ms: i64,
     ) -> Result<Vec<Series>, StorageError> {
         let mut out = Vec::new();
-        for (labels, samples) in self.candidates(matchers) {
+        for i in self.candidates(matchers) {
+            let (labels, samples) = &self.series[i];
             if !matchers.iter().all(|m| m.matches_labels(labels)) {
                 continue;
             }
