@@ -109,18 +109,14 @@ fn apply(rule: &RelabelRule, b: &mut Builder<'_>) -> bool {
             true
         }
         Action::LabelDrop => {
-            for l in b.snapshot() {
-                if rule.regex.is_match(&l.name) {
-                    b.del(&l.name);
-                }
+            for name in b.matching_names(|n| rule.regex.is_match(n)) {
+                b.del(&name);
             }
             true
         }
         Action::LabelKeep => {
-            for l in b.snapshot() {
-                if !rule.regex.is_match(&l.name) {
-                    b.del(&l.name);
-                }
+            for name in b.matching_names(|n| !rule.regex.is_match(n)) {
+                b.del(&name);
             }
             true
         }
@@ -247,6 +243,23 @@ impl<'a> Builder<'a> {
             .cloned()
             .collect();
         out.extend(self.add.iter().cloned());
+        out
+    }
+
+    /// Names of current labels for which `pick` holds, in iteration
+    /// order; allocates only when some label is picked.
+    fn matching_names(&self, mut pick: impl FnMut(&str) -> bool) -> Vec<Arc<str>> {
+        let mut out = Vec::new();
+        for l in self.base.iter() {
+            if !self.is_edited(&l.name) && pick(&l.name) {
+                out.push(l.name.clone());
+            }
+        }
+        for l in &self.add {
+            if pick(&l.name) {
+                out.push(l.name.clone());
+            }
+        }
         out
     }
 
