@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::bits::{put_bytes, put_uvarint, put_varint, DecodeError, Decoder};
 use crate::chunk::{self, ChunkError};
-use crate::head::{merge_samples, SelectedSeries, SeriesData};
+use crate::head::{merge_samples, HeadChunk, SelectedSeries, SeriesData};
 use crate::packed;
 use crate::postings::{self, PostingsSource};
 
@@ -123,14 +123,18 @@ pub const ENC_XOR: u8 = 1;
 /// Chunk encoding in chunk files: a packed chunk (see [`crate::packed`]).
 pub const ENC_PACKED: u8 = 2;
 
+/// Decodes a head chunk into samples (reading it from disk if needed).
+pub type ChunkDecoder<'a> = dyn Fn(&HeadChunk) -> Result<Vec<(i64, f64)>, ChunkError> + 'a;
+
 /// Writes a block from head series data sorted by labels (Gorilla chunks are
-/// decoded and re-packed). Returns its meta.
+/// decoded with `decode` and re-packed). Returns its meta.
 pub fn write_block(
     parent: &Path,
     mint: i64,
     maxt: i64,
     series: &[SeriesData],
     compaction: CompactionMeta,
+    decode: &ChunkDecoder,
 ) -> Result<BlockMeta, BlockError> {
     let symbols = series.iter().flat_map(|s| {
         s.labels
@@ -142,7 +146,7 @@ pub fn write_block(
     for s in series {
         samples.clear();
         for c in &s.chunks {
-            let part = match chunk::decode(&c.data) {
+            let part = match decode(c) {
                 Ok(p) => p,
                 Err(source) => {
                     w.abort();
@@ -910,6 +914,10 @@ mod tests {
     use crate::head::encode_chunks;
     use panoptes_model::MatchOp;
 
+    fn mem(c: &HeadChunk) -> Result<Vec<(i64, f64)>, ChunkError> {
+        c.bytes(None).and_then(|b| chunk::decode(&b))
+    }
+
     fn data() -> Vec<SeriesData> {
         let mut v: Vec<SeriesData> = ["api", "db", "web"]
             .iter()
@@ -939,6 +947,7 @@ mod tests {
                 level: 1,
                 sources: vec![],
             },
+            &mem,
         )
         .unwrap();
         assert_eq!(meta.stats.num_samples, 900);
@@ -974,6 +983,7 @@ mod tests {
                 level: 1,
                 sources: vec![],
             },
+            &mem,
         )
         .unwrap();
         let path = dir.path().join(&meta.ulid);
@@ -1003,6 +1013,7 @@ mod tests {
                 level: 1,
                 sources: vec![],
             },
+            &mem,
         )
         .unwrap();
         let idx = dir.path().join(&meta.ulid).join("index");
@@ -1027,6 +1038,7 @@ mod tests {
                 level: 1,
                 sources: vec![],
             },
+            &mem,
         )
         .unwrap();
         let f = dir.path().join(&meta.ulid).join("chunks").join("000001");

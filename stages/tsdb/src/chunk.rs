@@ -22,6 +22,8 @@ pub enum ChunkError {
     TooShort,
     #[error("chunk data truncated: {0}")]
     Truncated(#[from] EndOfStream),
+    #[error("reading head chunk file: {0}")]
+    Io(String),
 }
 
 /// Delta-of-delta buckets: (prefix bits, prefix length, payload bits).

@@ -300,6 +300,13 @@ impl Db {
         blocks.sort_by_key(|b| (b.meta.min_time, b.meta.max_time));
 
         let mut head = Head::new(opts.block_duration_ms, opts.out_of_order_window_ms);
+        let chunks_dir = dir.join("chunks_head");
+        match crate::head_chunks::HeadChunkFiles::open(&chunks_dir) {
+            Ok(files) => head.set_chunk_files(files),
+            Err(e) => {
+                tracing::warn!(path = %chunks_dir.display(), error = %e, "cannot use head chunk files; closed head chunks stay in memory")
+            }
+        }
         if let Some(maxt) = blocks.iter().map(|b| b.meta.max_time).max() {
             head.set_min_valid_time(maxt);
         }
@@ -569,6 +576,9 @@ impl Db {
                         level: 1,
                         sources: Vec::new(),
                     },
+                    // The head lock is taken per chunk, so appends go on
+                    // while the block is written.
+                    &|c| self.head.read().decode_chunk(c),
                 )?;
                 let b = Block::open(&self.dir.join(&meta.ulid))?;
                 tracing::info!(block = %meta.ulid, min_time = start, max_time = end, series = meta.stats.num_series, samples = meta.stats.num_samples, "cut head block");

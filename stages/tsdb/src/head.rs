@@ -14,6 +14,7 @@ use std::sync::Arc;
 use panoptes_model::{Label, Labels, Matcher};
 
 use crate::chunk::{self, ChunkError, XorAppender, SAMPLES_PER_CHUNK};
+use crate::head_chunks::{DiskChunk, HeadChunkFiles};
 use crate::postings::{self, PostingsSource};
 
 /// Why a sample was refused.
@@ -65,13 +66,56 @@ pub enum Verdict {
     Rejected(RejectReason),
 }
 
+/// Where a closed chunk's bytes are.
+#[derive(Clone, Debug)]
+pub enum ChunkData {
+    /// In memory; shared so that cutting a block copies no sample data.
+    Mem(Arc<[u8]>),
+    /// In `chunks_head/` (see [`crate::head_chunks`]).
+    Disk(DiskChunk),
+}
+
 /// A closed, immutable chunk of one series.
 #[derive(Clone, Debug)]
 pub struct HeadChunk {
     pub mint: i64,
     pub maxt: i64,
-    /// Shared so that cutting a block copies no sample data.
-    pub data: Arc<[u8]>,
+    pub data: ChunkData,
+}
+
+impl HeadChunk {
+    /// A chunk held in memory.
+    pub fn in_memory(mint: i64, maxt: i64, data: Arc<[u8]>) -> Self {
+        HeadChunk {
+            mint,
+            maxt,
+            data: ChunkData::Mem(data),
+        }
+    }
+
+    /// The chunk's bytes, read from disk if needed.
+    pub fn bytes<'a>(
+        &'a self,
+        files: Option<&HeadChunkFiles>,
+    ) -> Result<std::borrow::Cow<'a, [u8]>, ChunkError> {
+        match &self.data {
+            ChunkData::Mem(b) => Ok(std::borrow::Cow::Borrowed(&b[..])),
+            ChunkData::Disk(d) => {
+                let files = files.ok_or_else(|| ChunkError::Io("no head chunk files".into()))?;
+                files
+                    .read(d)
+                    .map(std::borrow::Cow::Owned)
+                    .map_err(|e| ChunkError::Io(e.to_string()))
+            }
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match &self.data {
+            ChunkData::Mem(b) => b.len() + 40,
+            ChunkData::Disk(_) => 40,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -140,11 +184,16 @@ impl MemSeries {
 
     /// Samples with `mint ≤ t ≤ maxt`, in-order data winning over
     /// out-of-order data at equal timestamps.
-    pub fn samples(&self, mint: i64, maxt: i64) -> Result<Vec<(i64, f64)>, ChunkError> {
+    pub fn samples(
+        &self,
+        files: Option<&HeadChunkFiles>,
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<(i64, f64)>, ChunkError> {
         let mut out = Vec::new();
         for c in &self.chunks {
             if c.maxt >= mint && c.mint <= maxt {
-                chunk::decode_range(&c.data, mint, maxt, &mut out)?;
+                chunk::decode_range(&c.bytes(files)?, mint, maxt, &mut out)?;
             }
         }
         if let Some(o) = &self.open {
@@ -161,7 +210,7 @@ impl MemSeries {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.data.len() + 24).sum::<usize>()
+        self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.open.as_ref().map_or(0, |o| o.app.heap_bytes())
             + self.ooo.capacity() * 16
     }
@@ -223,6 +272,8 @@ pub struct Head {
     block_range: i64,
     ooo_window: i64,
     chunk_count: u64,
+    /// Where closed chunks go; `None` keeps them in memory.
+    files: Option<HeadChunkFiles>,
 }
 
 impl Head {
@@ -240,7 +291,23 @@ impl Head {
             block_range: block_range_ms.max(1),
             ooo_window: ooo_window_ms.max(0),
             chunk_count: 0,
+            files: None,
         }
+    }
+
+    /// Moves closed chunks to files from now on.
+    pub fn set_chunk_files(&mut self, files: HeadChunkFiles) {
+        self.files = Some(files);
+    }
+
+    /// Bytes of closed chunks on disk.
+    pub fn chunk_file_bytes(&self) -> u64 {
+        self.files.as_ref().map_or(0, |f| f.size())
+    }
+
+    /// Decodes one closed chunk (for block writing).
+    pub fn decode_chunk(&self, c: &HeadChunk) -> Result<Vec<(i64, f64)>, ChunkError> {
+        chunk::decode(&c.bytes(self.files.as_ref())?)
     }
 
     pub fn set_ooo_window(&mut self, ms: i64) {
@@ -483,10 +550,21 @@ impl Head {
                 };
                 if cut {
                     if let Some(o) = s.open.take() {
+                        let bytes = o.app.finish();
+                        let data = match self.files.as_mut().map(|f| f.write(&bytes, o.maxt)) {
+                            Some(Ok(d)) => ChunkData::Disk(d),
+                            Some(Err(e)) => {
+                                // Disk trouble: keep the chunk in memory
+                                // rather than lose it (the WAL has it too).
+                                tracing::warn!(error = %e, "cannot write head chunk to disk; keeping it in memory");
+                                ChunkData::Mem(Arc::from(bytes))
+                            }
+                            None => ChunkData::Mem(Arc::from(bytes)),
+                        };
                         s.chunks.push(HeadChunk {
                             mint: o.mint,
                             maxt: o.maxt,
-                            data: Arc::from(o.app.finish()),
+                            data,
                         });
                     }
                     s.open = Some(OpenChunk {
@@ -555,7 +633,7 @@ impl Head {
             if !s.overlaps(mint, maxt) {
                 continue;
             }
-            let samples = s.samples(mint, maxt)?;
+            let samples = s.samples(self.files.as_ref(), mint, maxt)?;
             if !samples.is_empty() {
                 out.push((self.labels_of(s), samples));
             }
@@ -590,7 +668,7 @@ impl Head {
             let has_ooo = s.ooo.iter().any(|x| x.0 >= mint && x.0 < maxt);
             let mut chunks = Vec::new();
             if has_ooo {
-                let samples = s.samples(mint, maxt - 1)?;
+                let samples = s.samples(self.files.as_ref(), mint, maxt - 1)?;
                 chunks = encode_chunks(&samples);
             } else {
                 for c in &s.chunks {
@@ -600,11 +678,11 @@ impl Head {
                 }
                 if let Some(o) = &s.open {
                     if o.mint >= mint && o.maxt < maxt {
-                        chunks.push(HeadChunk {
-                            mint: o.mint,
-                            maxt: o.maxt,
-                            data: Arc::from(o.app.bytes()),
-                        });
+                        chunks.push(HeadChunk::in_memory(
+                            o.mint,
+                            o.maxt,
+                            Arc::from(o.app.bytes()),
+                        ));
                     }
                 }
             }
@@ -646,6 +724,9 @@ impl Head {
             }
         }
         self.chunk_count = self.chunk_count.saturating_sub(dropped_chunks);
+        if let Some(f) = self.files.as_mut() {
+            f.truncate(t);
+        }
         for &r in &removed {
             self.remove(r);
         }
@@ -774,11 +855,7 @@ pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<HeadChunk> {
             for &(t, v) in c {
                 a.append(t, v);
             }
-            HeadChunk {
-                mint: c[0].0,
-                maxt: c[c.len() - 1].0,
-                data: Arc::from(a.finish()),
-            }
+            HeadChunk::in_memory(c[0].0, c[c.len() - 1].0, Arc::from(a.finish()))
         })
         .collect()
 }
@@ -917,7 +994,7 @@ mod tests {
             vec![(100_000, 1.0), (110_000, 2.0), (120_000, 3.0)]
         );
         let blocks = h.block_data(0, 200_000).unwrap();
-        assert_eq!(chunk::decode(&blocks[0].chunks[0].data).unwrap().len(), 3);
+        assert_eq!(h.decode_chunk(&blocks[0].chunks[0]).unwrap().len(), 3);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod block;
 pub mod chunk;
 pub mod db;
 pub mod head;
+pub mod head_chunks;
 pub mod packed;
 pub mod postings;
 pub mod wal;
