@@ -241,7 +241,7 @@ impl Supervisor {
         let mut fam = |name: &str, typ: &str, help: &str, rows: Vec<(String, f64)>| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {typ}");
             for (labels, v) in rows {
-                let _ = writeln!(out, "{name}{labels} {}", fmt_value(v));
+                let _ = writeln!(out, "{name}{labels} {}", panoptes_model::format_float(v));
             }
         };
         fam(
@@ -407,20 +407,6 @@ impl Supervisor {
 
 fn esc(s: &str) -> String {
     panoptes_model::escape_label_value(s).into_owned()
-}
-
-fn fmt_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        format!("{v}")
-    }
 }
 
 type Sup = State<Arc<Supervisor>>;

@@ -72,20 +72,13 @@ fn labels_obj(l: &Labels) -> serde_json::Value {
     )
 }
 
-/// Formats a float the way Prometheus's JSON API does (as a string).
+/// A sample value as Prometheus's JSON API writes it, with staleness
+/// markers spelled `stale`.
 pub fn value_string(v: f64) -> String {
     if is_stale_nan(v) {
         "stale".into()
-    } else if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
     } else {
-        format!("{v}")
+        panoptes_model::format_api_float(v)
     }
 }
 

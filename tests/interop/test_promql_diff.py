@@ -154,9 +154,6 @@ KNOWN_DIFFERENCES = {
 # Same float, written differently in the JSON answer. A client that parses the
 # number gets the same value, so these are counted and printed, not failed.
 KNOWN_FORMAT_DIFFERENCES = {
-    "exponent": "Panoptes writes |v| < 1e-6 and |v| >= 1e21 positionally "
-                "('0.00000000001725', '1250000…000'); Prometheus (Go strconv 'e' "
-                "below 1e-6 and from 1e21) writes '1.725e-11', '1.25e+300'",
     "last-digit": "a 17-digit value exactly halfway between two shortest texts: Go "
                   "rounds the last digit half-to-even ('…999.62'), Panoptes up ('…999.63')",
 }
@@ -226,11 +223,6 @@ API_CASES = [
 
 # API cases where Panoptes is wrong (same rules as KNOWN_DIFFERENCES).
 KNOWN_API_DIFFERENCES = {
-    "query with a bad timeout":
-        "the `timeout` parameter is ignored: Prometheus rejects an unparsable one with bad_data/400",
-    "query with a timeout it cannot meet":
-        "the `timeout` parameter is ignored: Prometheus stops a 3600-step subquery after 1ms with "
-        "errorType timeout/503, Panoptes answers",
 }
 
 

@@ -1,9 +1,11 @@
-//! Float formatting exactly as Prometheus prints sample values in the text
-//! format and its API (Go's `strconv.FormatFloat(v, 'g', -1, 64)`):
-//! shortest round-tripping digits, exponent form below 1e-4 and from 1e6.
+//! Float formatting exactly as Prometheus prints sample values: in the text
+//! exposition format (Go's `strconv.FormatFloat(v, 'g', -1, 64)` as expfmt
+//! writes it: shortest round-tripping digits, exponent form below 1e-4 and
+//! from 1e6) and in its HTTP API (`FormatFloat(v, 'f', -1, 64)`).
 
-/// Formats a value as Go's `FormatFloat(v, 'g', -1, 64)`, with Prometheus's
-/// spellings of the specials (`NaN`, `+Inf`, `-Inf`).
+/// Formats a value as the text exposition format writes it: Go's
+/// `FormatFloat(v, 'g', -1, 64)`, with expfmt's spellings of the specials
+/// (`NaN`, `+Inf`, `-Inf`) and both zeros as `0`.
 pub fn format_float(v: f64) -> String {
     let mut out = String::new();
     write_float(&mut out, v);
@@ -21,7 +23,8 @@ pub fn write_float(out: &mut String, v: f64) {
         return;
     }
     if v == 0.0 {
-        out.push_str(if v.is_sign_negative() { "-0" } else { "0" });
+        // expfmt writes both zeros as "0".
+        out.push('0');
         return;
     }
     // Integers below 1e6 are the common case (counters): print directly.
@@ -67,9 +70,49 @@ pub fn write_float(out: &mut String, v: f64) {
     }
 }
 
+/// Formats a value as Prometheus's HTTP API writes sample values: Go's
+/// `FormatFloat(v, 'f', -1, 64)`, switching to `'e'` below 1e-6 and from
+/// 1e21 (as its JSON encoder does), and `NaN`, `+Inf`, `-Inf`.
+pub fn format_api_float(v: f64) -> String {
+    if v.is_nan() {
+        return "NaN".into();
+    }
+    if v.is_infinite() {
+        return if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    let abs = v.abs();
+    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        // Go's 'e' with precision -1: shortest digits, two-digit exponent.
+        let sci = format!("{v:e}");
+        let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+        let exp: i32 = exp.parse().unwrap_or(0);
+        return format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+    }
+    // Rust's Display prints the shortest round-tripping digits and never an
+    // exponent: Go's 'f' with precision -1.
+    format!("{v}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::format_float as f;
+
+    #[test]
+    fn api_format_like_prometheus_json() {
+        use super::format_api_float as a;
+        assert_eq!(a(1e6), "1000000");
+        assert_eq!(a(0.000001), "0.000001");
+        assert_eq!(a(1.5e-7), "1.5e-07");
+        assert_eq!(a(1e21), "1e+21");
+        assert_eq!(a(-2.5e300), "-2.5e+300");
+        assert_eq!(a(123456789012345680000.0), "123456789012345680000");
+        assert_eq!(a(-0.0), "-0");
+        assert_eq!(a(f64::INFINITY), "+Inf");
+    }
 
     #[test]
     fn matches_go_g_format() {
@@ -88,7 +131,7 @@ mod tests {
         assert_eq!(f(f64::NAN), "NaN");
         assert_eq!(f(f64::INFINITY), "+Inf");
         assert_eq!(f(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(f(-0.0), "-0");
+        assert_eq!(f(-0.0), "0");
         assert_eq!(f(100.5), "100.5");
         assert_eq!(f(999999.5), "999999.5");
     }

@@ -289,6 +289,23 @@ fn read_params(
 }
 
 impl Api {
+    /// The engine for one request: the `timeout` parameter may shorten the
+    /// configured query timeout, never lengthen it (as Prometheus does).
+    fn engine_for(&self, p: &Params) -> Result<Engine, ApiError> {
+        let mut engine = self.engine.clone();
+        if let Some(v) = p.get("timeout") {
+            let ms = parse_duration_param_ms(v)
+                .filter(|ms| *ms > 0)
+                .ok_or_else(|| {
+                    ApiError::bad_data(format!(
+                        "invalid parameter \"timeout\": cannot parse \"{v}\" to a valid duration"
+                    ))
+                })?;
+            engine.opts.timeout = engine.opts.timeout.min(Duration::from_millis(ms as u64));
+        }
+        Ok(engine)
+    }
+
     fn store(&self) -> Result<Arc<dyn SeriesSelect>, ApiError> {
         self.stores.get(&self.store_id).ok_or_else(|| ApiError {
             error_type: "unavailable",
@@ -353,9 +370,9 @@ async fn query(
     let p = read_params(&method, &headers, q, &body);
     let expr = parse_query(&p)?;
     let t = p.time_ms("time", api.clock.now_ms())?;
+    let engine = api.engine_for(&p)?;
     let store = api.store()?;
-    let api2 = api.clone();
-    let r = blocking(move || Ok(api2.engine.instant(&*store, &expr, t)?)).await?;
+    let r = blocking(move || Ok(engine.instant(&*store, &expr, t)?)).await?;
     Ok(success(result_json(&r), &r.warnings, &r.infos))
 }
 
@@ -402,9 +419,9 @@ async fn query_range(
         ));
     }
     let expr = parse_query(&p)?;
+    let engine = api.engine_for(&p)?;
     let store = api.store()?;
-    let api2 = api.clone();
-    let r = blocking(move || Ok(api2.engine.range(&*store, &expr, start, end, step)?)).await?;
+    let r = blocking(move || Ok(engine.range(&*store, &expr, start, end, step)?)).await?;
     Ok(success(result_json(&r), &r.warnings, &r.infos))
 }
 

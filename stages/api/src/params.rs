@@ -113,19 +113,7 @@ pub fn json_time(ms: i64) -> serde_json::Value {
 /// A sample value as Prometheus's JSON writes it: a string in Go's
 /// `FormatFloat(v, 'f', -1, 64)` form, or `NaN`, `+Inf`, `-Inf`.
 pub fn json_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        // Rust's Display never uses exponents and prints the shortest
-        // round-tripping digits, which is Go's 'f' with precision -1.
-        format!("{v}")
-    }
+    panoptes_model::format_api_float(v)
 }
 
 #[cfg(test)]

@@ -148,63 +148,11 @@ fn write_sample(out: &mut String, s: &Sample, last_label: Option<&str>, with_tim
 }
 
 /// Appends `v` formatted as Go's exposition library does: `1`, `0.5`,
-/// `1e+06`, `1.5e-05`, `+Inf`, `-Inf`, `NaN` — the shortest digits that
-/// round-trip, in `%e` form when the decimal exponent is below -4 or at
-/// least 6 (Go's `strconv.FormatFloat(v, 'g', -1, 64)`).
+/// `1e+06`, `1.5e-05`, `+Inf`, `-Inf`, `NaN` (Go's
+/// `strconv.FormatFloat(v, 'g', -1, 64)`); shared with every writer of the
+/// text format through the model crate.
 pub fn format_float(out: &mut String, v: f64) {
-    if v.is_nan() {
-        out.push_str("NaN");
-        return;
-    }
-    if v.is_infinite() {
-        out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
-        return;
-    }
-    if v == 0.0 {
-        // Go's writer prints both zeros as "0".
-        out.push('0');
-        return;
-    }
-    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-7".
-    let sci = format!("{v:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let (negative, mantissa) = match mantissa.strip_prefix('-') {
-        Some(m) => (true, m),
-        None => (false, mantissa),
-    };
-    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
-    if negative {
-        out.push('-');
-    }
-    if !(-4..6).contains(&exp) {
-        // `{:e}` of a finite non-zero float always has a leading digit.
-        let (lead, rest) = digits.split_first().unwrap_or((&b'0', &[]));
-        out.push(*lead as char);
-        if !rest.is_empty() {
-            out.push('.');
-            rest.iter().for_each(|d| out.push(*d as char));
-        }
-        out.push('e');
-        out.push(if exp < 0 { '-' } else { '+' });
-        let _ = write!(out, "{:02}", exp.unsigned_abs());
-        return;
-    }
-    // Decimal point after `dp` digits (dp may be <= 0 or beyond the digits).
-    let dp = exp + 1;
-    if dp <= 0 {
-        out.push_str("0.");
-        (0..-dp).for_each(|_| out.push('0'));
-        digits.iter().for_each(|d| out.push(*d as char));
-        return;
-    }
-    let dp = dp as usize;
-    for i in 0..dp.max(digits.len()) {
-        if i == dp {
-            out.push('.');
-        }
-        out.push(digits.get(i).map_or('0', |d| *d as char));
-    }
+    panoptes_model::write_float(out, v);
 }
 
 /// Appends `v` in OpenMetrics' float style, as Prometheus's
