@@ -81,6 +81,23 @@ impl MemStore {
     }
 }
 
+/// `samples[..end].partition_point(pred)` found by galloping back from
+/// `end`: queries mostly read the newest samples, so this touches a few
+/// neighbouring cache lines instead of a binary search over the series.
+fn partition_from_end(samples: &[(i64, f64)], end: usize, pred: impl Fn(i64) -> bool) -> usize {
+    let mut step = 1;
+    let mut hi = end;
+    loop {
+        let lo = hi.saturating_sub(step);
+        if lo == 0 || pred(samples[lo].0) {
+            // The boundary lies in [lo, hi]: finish with a binary search.
+            return lo + samples[lo..hi].partition_point(|p| pred(p.0));
+        }
+        hi = lo;
+        step *= 2;
+    }
+}
+
 impl SeriesSelect for MemStore {
     fn select(
         &self,
@@ -94,8 +111,8 @@ impl SeriesSelect for MemStore {
             if !matchers.iter().all(|m| m.matches_labels(labels)) {
                 continue;
             }
-            let lo = samples.partition_point(|p| p.0 < start_ms);
-            let hi = samples.partition_point(|p| p.0 <= end_ms);
+            let hi = partition_from_end(samples, samples.len(), |t| t <= end_ms);
+            let lo = partition_from_end(samples, hi, |t| t < start_ms);
             if lo >= hi {
                 continue;
             }
@@ -149,6 +166,25 @@ impl SeriesSelect for MemStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn galloping_partition_matches_binary_search() {
+        let v: Vec<(i64, f64)> = (0..1000).map(|i| (i * 3, 0.0)).collect();
+        for x in [-5, 0, 1, 2, 3, 500, 1499, 2997, 2998, 5000] {
+            assert_eq!(
+                partition_from_end(&v, v.len(), |t| t <= x),
+                v.partition_point(|p| p.0 <= x),
+                "{x}"
+            );
+            let hi = v.partition_point(|p| p.0 <= x + 100);
+            assert_eq!(
+                partition_from_end(&v, hi, |t| t < x),
+                v[..hi].partition_point(|p| p.0 < x),
+                "{x}"
+            );
+        }
+        assert_eq!(partition_from_end(&[], 0, |t| t < 0), 0);
+    }
 
     #[test]
     fn selects_by_matchers_and_time() {
