@@ -7,6 +7,7 @@
 pub mod alert;
 pub mod duration;
 pub mod format;
+pub mod goregex;
 pub mod labels;
 pub mod matcher;
 pub mod sample;

@@ -32,7 +32,7 @@ pub enum MatcherError {
     BadRegex {
         pattern: String,
         #[source]
-        source: regex::Error,
+        source: crate::goregex::GoRegexError,
     },
 }
 
@@ -64,15 +64,16 @@ impl Matcher {
         let name = name.into();
         let value = value.into();
         let regex = match op {
-            MatchOp::RegexMatch | MatchOp::RegexNoMatch => {
-                let anchored = format!("^(?s:{value})$");
-                Some(
-                    Regex::new(&anchored).map_err(|source| MatcherError::BadRegex {
+            // Go RE2 semantics, as Prometheus: ASCII Perl classes, `\Q…\E`,
+            // and RE2's refusals.
+            MatchOp::RegexMatch | MatchOp::RegexNoMatch => Some(
+                crate::goregex::compile_anchored_matcher(&value).map_err(|source| {
+                    MatcherError::BadRegex {
                         pattern: value.clone(),
                         source,
-                    })?,
-                )
-            }
+                    }
+                })?,
+            ),
             _ => None,
         };
         Ok(Matcher {

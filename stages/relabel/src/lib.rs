@@ -7,7 +7,6 @@
 //! `$1`, action `replace`), its validation rules, Go's `$`-template
 //! expansion and RE2's ASCII Perl classes.
 
-mod goregex;
 mod process;
 mod rule;
 mod stage;

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use panoptes_engine::stage::ConfigIssue;
 use serde_json::{json, Map, Value};
 
-use crate::goregex::AnchoredRegex;
 use crate::template::Template;
+use panoptes_model::goregex::AnchoredRegex;
 
 /// What a rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

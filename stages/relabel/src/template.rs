@@ -8,7 +8,7 @@
 
 use regex::Captures;
 
-use crate::goregex::AnchoredRegex;
+use panoptes_model::goregex::AnchoredRegex;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Piece {

@@ -1,11 +1,105 @@
-//! Compiles relabel regexes with Go RE2 semantics on top of the `regex`
-//! crate: Prometheus anchors every relabel regex at both ends, and Go's Perl
+//! Regexes with Go RE2 semantics on top of the `regex` crate, for every
+//! place Prometheus takes a regex (label matchers, relabel rules): Go's Perl
 //! classes (`\d`, `\w`, `\s`, `\b`) are ASCII-only where Rust's are Unicode,
 //! so a pattern is rewritten before compiling. `\Q…\E` literal runs (RE2
 //! syntax the `regex` crate lacks) are rewritten too, as are `[` characters
-//! inside a class, which RE2 reads literally and Rust as a nested class.
+//! inside a class, which RE2 reads literally and Rust as a nested class, and
+//! `\<` `\>` (word boundaries in Rust, plain characters in RE2). What RE2
+//! refuses and Rust accepts (the `x`, `u`, `R` flags; repeat counts above
+//! 1000) is refused here too, so users get the same answer as Prometheus.
 
 use regex::Regex;
+
+/// A pattern RE2 (and so Prometheus) would not accept.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct GoRegexError(pub String);
+
+/// Rewrites a Go RE2 pattern into an equivalent `regex`-crate pattern,
+/// refusing what RE2 refuses.
+pub fn translate_go_regex(src: &str) -> Result<String, GoRegexError> {
+    check_re2_only(src)?;
+    Ok(translate(src))
+}
+
+/// Compiles a Go RE2 pattern anchored the way a label matcher is
+/// (`^(?s:pattern)$`).
+pub fn compile_anchored_matcher(src: &str) -> Result<Regex, GoRegexError> {
+    let translated = translate_go_regex(src)?;
+    Regex::new(&format!("^(?s:{translated})$")).map_err(|e| GoRegexError(flatten(&e)))
+}
+
+fn flatten(e: &regex::Error) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Finds syntax the `regex` crate accepts but RE2 rejects.
+fn check_re2_only(src: &str) -> Result<(), GoRegexError> {
+    let b = src.as_bytes();
+    let mut i = 0;
+    let mut in_class = false;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => {
+                if b.get(i + 1) == Some(&b'Q') {
+                    // A literal run: nothing in it is syntax.
+                    match src[i + 2..].find("\\E") {
+                        Some(end) => i += 2 + end + 2,
+                        None => return Ok(()),
+                    }
+                    continue;
+                }
+                i += 2;
+                continue;
+            }
+            b'[' if !in_class => in_class = true,
+            b']' if in_class => in_class = false,
+            b'(' if !in_class && b.get(i + 1) == Some(&b'?') => {
+                let flags: String = src[i + 2..]
+                    .chars()
+                    .take_while(|c| *c != ')' && *c != ':')
+                    .collect();
+                if !flags.starts_with('P') && !flags.starts_with('<') {
+                    if let Some(bad) = flags
+                        .chars()
+                        .find(|c| !matches!(c, 'i' | 'm' | 's' | 'U' | '-'))
+                    {
+                        return Err(GoRegexError(format!(
+                            "invalid or unsupported Perl syntax: `(?{bad}`"
+                        )));
+                    }
+                }
+            }
+            b'{' if !in_class => {
+                let rest = &src[i + 1..];
+                if let Some(end) = rest.find('}') {
+                    let body = &rest[..end];
+                    let counts: Vec<&str> = body.split(',').collect();
+                    let numeric = !body.is_empty()
+                        && counts.len() <= 2
+                        && counts
+                            .iter()
+                            .all(|c| c.chars().all(|ch| ch.is_ascii_digit()));
+                    if numeric
+                        && counts
+                            .iter()
+                            .any(|c| c.parse::<u64>().map(|n| n > 1000).unwrap_or(!c.is_empty()))
+                    {
+                        return Err(GoRegexError(format!("invalid repeat count: `{{{body}}}`")));
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
 
 /// A relabel regex: the user's source text and the anchored compiled form.
 #[derive(Clone, Debug)]
@@ -18,9 +112,10 @@ pub struct AnchoredRegex {
 
 impl AnchoredRegex {
     /// Compiles `source` fully anchored (`^(?:source)$`), with Go semantics.
-    pub fn new(source: &str) -> Result<Self, regex::Error> {
-        let translated = translate(source);
-        let re = Regex::new(&format!("^(?:{translated})$"))?;
+    pub fn new(source: &str) -> Result<Self, GoRegexError> {
+        let translated = translate_go_regex(source)?;
+        let re =
+            Regex::new(&format!("^(?:{translated})$")).map_err(|e| GoRegexError(flatten(&e)))?;
         let names = re.capture_names().map(|n| n.map(str::to_string)).collect();
         Ok(AnchoredRegex {
             source: source.to_string(),
@@ -95,6 +190,7 @@ fn translate(src: &str) -> String {
                     out.push_str(set);
                     out.push(']');
                 }
+                '<' | '>' if !in_class => out.push(e),
                 'b' | 'B' if !in_class => {
                     out.push_str("(?-u:\\");
                     out.push(e);
@@ -228,5 +324,17 @@ mod tests {
     fn invalid_patterns_are_errors() {
         assert!(AnchoredRegex::new("(").is_err());
         assert!(AnchoredRegex::new("[a").is_err());
+    }
+
+    #[test]
+    fn what_re2_refuses_is_refused() {
+        assert!(translate_go_regex("(?x) a").is_err());
+        assert!(translate_go_regex("a{1001}").is_err());
+        assert!(translate_go_regex("a{2,1001}").is_err());
+        assert!(translate_go_regex("a{1000}").is_ok());
+        assert!(translate_go_regex("(?i)a(?s:b)(?P<n>c)(?:d)").is_ok());
+        assert!(translate_go_regex(r"\Q(?x){5000}\E").is_ok());
+        let re = compile_anchored_matcher(r"\<a\>").unwrap();
+        assert!(re.is_match("<a>"));
     }
 }
