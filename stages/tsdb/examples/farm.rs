@@ -61,6 +61,9 @@ fn main() {
     let per_target = args.get(1).copied().unwrap_or(2000);
     let seconds = args.get(2).copied().unwrap_or(600) as i64;
     let block_secs = args.get(3).copied().unwrap_or(120) as i64;
+    // `FARM_DRY=1`: generate the batches but do not append them, to measure
+    // the generator's own CPU (subtract it from a real run).
+    let dry = std::env::var_os("FARM_DRY").is_some();
     let dir = tempfile::tempdir().unwrap();
     let opts = Options {
         block_duration_ms: block_secs * 1000,
@@ -156,7 +159,9 @@ fn main() {
                 });
             }
             total += batch.samples.len() as u64;
-            db.append(&batch).unwrap();
+            if !dry {
+                db.append(&batch).unwrap();
+            }
         }
         if sec % 60 == 0 {
             db.maintain().unwrap();

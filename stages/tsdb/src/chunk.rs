@@ -52,7 +52,13 @@ impl Default for XorAppender {
 impl XorAppender {
     pub fn new() -> Self {
         XorAppender {
-            w: BitWriter::with_prefix(vec![0, 0]),
+            // Room for a typical chunk up front: growing a byte at a time
+            // costs several reallocations per chunk.
+            w: BitWriter::with_prefix({
+                let mut v = Vec::with_capacity(128);
+                v.extend_from_slice(&[0, 0]);
+                v
+            }),
             count: 0,
             t: 0,
             t_delta: 0,
@@ -67,13 +73,17 @@ impl XorAppender {
         self.count
     }
 
-    /// The encoded chunk so far (a valid chunk at any moment).
-    pub fn bytes(&self) -> &[u8] {
-        self.w.bytes()
+    /// A copy of the encoded chunk so far (a valid chunk at any moment).
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut b = self.w.bytes().to_vec();
+        b[..2].copy_from_slice(&self.count.to_be_bytes());
+        b
     }
 
     /// Finishes the chunk, returning its compact bytes.
     pub fn finish(mut self) -> Box<[u8]> {
+        let count = self.count.to_be_bytes();
+        self.w.bytes_mut()[..2].copy_from_slice(&count);
         self.w.shrink_to_fit();
         self.w.into_bytes().into_boxed_slice()
     }
@@ -106,11 +116,9 @@ impl XorAppender {
         }
         self.t = t;
         self.v_bits = bits;
+        // The count header is written by `bytes`/`finish`, not here: one
+        // cache line less touched per sample.
         self.count += 1;
-        let c = self.count.to_be_bytes();
-        let b = self.w.bytes_mut();
-        b[0] = c[0];
-        b[1] = c[1];
     }
 
     fn write_dod(&mut self, dod: i64) {

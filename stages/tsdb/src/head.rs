@@ -198,7 +198,7 @@ impl MemSeries {
         }
         if let Some(o) = &self.open {
             if o.maxt >= mint && o.mint <= maxt {
-                chunk::decode_range(o.app.bytes(), mint, maxt, &mut out)?;
+                chunk::decode_range(&o.app.bytes(), mint, maxt, &mut out)?;
             }
         }
         let lo = self.ooo.partition_point(|s| s.0 < mint);
@@ -681,7 +681,7 @@ impl Head {
                         chunks.push(HeadChunk::in_memory(
                             o.mint,
                             o.maxt,
-                            Arc::from(o.app.bytes()),
+                            Arc::from(o.app.bytes().as_slice()),
                         ));
                     }
                 }
