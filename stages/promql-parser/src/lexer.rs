@@ -249,6 +249,7 @@ fn string_literal(i: &str, start: usize) -> Result<(String, usize), ParseError> 
 /// Splits the whole input into tokens (ending with `Eof`).
 pub fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
     let mut toks = Vec::new();
+    let mut open: Vec<(Tok, usize)> = Vec::new();
     let mut pos = 0;
     let bytes = input.as_bytes();
     while pos < input.len() {
@@ -323,12 +324,45 @@ pub fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
                 }
             },
         };
+        // Unbalanced brackets are reported by the lexer, as Prometheus does.
+        match tok {
+            Tok::LParen | Tok::LBrace | Tok::LBracket => open.push((tok.clone(), start)),
+            Tok::RParen | Tok::RBrace | Tok::RBracket => {
+                let want = match tok {
+                    Tok::RParen => Tok::LParen,
+                    Tok::RBrace => Tok::LBrace,
+                    _ => Tok::LBracket,
+                };
+                match open.last() {
+                    Some((t, _)) if *t == want => {
+                        open.pop();
+                    }
+                    _ => {
+                        let what = match tok {
+                            Tok::RParen => "right parenthesis ')'",
+                            Tok::RBrace => "right brace '}'",
+                            _ => "right bracket ']'",
+                        };
+                        return Err(ParseError::at(start, format!("unexpected {what}")));
+                    }
+                }
+            }
+            _ => {}
+        }
         toks.push(Token {
             tok,
             start,
             end: start + len,
         });
         pos += len;
+    }
+    if let Some((t, at)) = open.last() {
+        let (at, msg) = match t {
+            Tok::LParen => (*at, "unclosed left parenthesis"),
+            Tok::LBrace => (input.len(), "unexpected end of input inside braces"),
+            _ => (*at, "unclosed left bracket"),
+        };
+        return Err(ParseError::at(at, msg.to_string()));
     }
     toks.push(Token {
         tok: Tok::Eof,

@@ -121,7 +121,11 @@ const VALID: &[(&str, &str)] = &[
 /// (input, expected error text)
 const INVALID: &[(&str, &str)] = &[
     ("", "1:1: parse error: no expression found in input"),
-    ("foo{", "1:5: parse error: unexpected end of input in label matching, expected identifier or \"}\""),
+    ("foo{", "1:5: parse error: unexpected end of input inside braces"),
+    ("(foo", "1:1: parse error: unclosed left parenthesis"),
+    ("foo[5m", "1:4: parse error: unclosed left bracket"),
+    ("foo}", "1:4: parse error: unexpected right brace '}'"),
+    ("foo]", "1:4: parse error: unexpected right bracket ']'"),
     ("{}", "1:1: parse error: vector selector must contain at least one non-empty matcher"),
     ("{a=\"\"}", "1:1: parse error: vector selector must contain at least one non-empty matcher"),
     ("foo{__name__=\"bar\"}", "1:1: parse error: metric name must not be set twice: \"foo\" or \"bar\""),
@@ -151,10 +155,11 @@ const INVALID: &[(&str, &str)] = &[
     ("\"abc", "1:1: parse error: unterminated quoted string"),
     ("1x", "1:1: parse error: bad number or duration syntax: \"1x\""),
     ("foo ! bar", "1:5: parse error: unexpected character after '!': expected '=' or '~'"),
-    ("foo)", "1:4: parse error: unexpected \")\""),
+    ("foo)", "1:4: parse error: unexpected right parenthesis ')'"),
     ("sum(a) by (b) by (c)", "1:15: parse error: unexpected identifier \"by\""),
     ("deriv(foo[3m] smoothed)", "1:7: parse error: smoothed modifier can only be used with: delta, increase, rate - not with deriv"),
-    ("a\n+ )", "2:3: parse error: unexpected \")\""),
+    ("a\n+ )", "2:3: parse error: unexpected right parenthesis ')'"),
+    ("a\n+ -", "2:4: parse error: unexpected end of input"),
     ("foo @ +Inf", "1:7: parse error: timestamp out of bounds for @ modifier: +Inf"),
     ("foo @ NaN", "1:7: parse error: timestamp out of bounds for @ modifier: NaN"),
 ];
