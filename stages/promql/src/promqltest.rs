@@ -724,6 +724,8 @@ fn run_eval(
             None => engine.instant(store, e, at),
         }
     };
+    // `expect range vector from t1 to t2 …` evaluates at t2.
+    let t = exp.range_vector.map(|(_, t2, _)| t2).unwrap_or(t);
     let res = run(&expr, t);
     let first = match res {
         Err(err) => {
