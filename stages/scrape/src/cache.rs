@@ -149,7 +149,9 @@ impl SeriesCache {
         self.iter += 1;
         self.seen.clear();
         let mut res = AppendResult::default();
-        let mut samples: Vec<Sample> = Vec::with_capacity(self.last_len + 8);
+        // Room for the synthetic series and a few stale markers too, so the
+        // vector is not reallocated after the body.
+        let mut samples: Vec<Sample> = Vec::with_capacity(self.last_len + 16);
         let mut metadata: HashMap<&str, MetricMetadata> = HashMap::new();
         let limit = s.limits.sample_limit;
         let mut error = None;
