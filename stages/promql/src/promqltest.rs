@@ -728,13 +728,22 @@ fn run_eval(
     let t = exp.range_vector.map(|(_, t2, _)| t2).unwrap_or(t);
     let res = run(&expr, t);
     let first = match res {
-        Err(err) => {
-            return Ok(report(if exp.fail {
-                check_fail_msg(&exp, &err.to_string())
-            } else {
-                Outcome::Fail(format!("unexpected error: {err}"))
-            }))
+        Err(err) if exp.fail => {
+            let outcome = check_fail_msg(&exp, &err.to_string());
+            if outcome != Outcome::Pass || is_range {
+                return Ok(report(outcome));
+            }
+            // An expected failure must also happen in every `@` variant.
+            for (pinned, at) in at_variants(&expr, t) {
+                if run(&pinned, at).is_ok() {
+                    return Ok(report(Outcome::Fail(format!(
+                        "@-pinned variant evaluated at {at}ms did not fail ({pinned})"
+                    ))));
+                }
+            }
+            return Ok(report(Outcome::Pass));
         }
+        Err(err) => return Ok(report(Outcome::Fail(format!("unexpected error: {err}")))),
         Ok(r) => r,
     };
     if exp.fail {
@@ -753,28 +762,18 @@ fn run_eval(
         return Ok(report(Outcome::Pass));
     }
     // `@` variants.
-    if !uses_funcs(&expr, TIME_FUNCS) {
-        let mut pinned = expr.clone();
-        if pin_at(&mut pinned, t) {
-            let times: Vec<i64> = if t == 0 {
-                vec![-1000, 0, 1000]
-            } else {
-                vec![-10 * t, 0, t / 5, t, 10 * t]
-            };
-            for at in times {
-                match run(&pinned, at) {
-                    Err(err) => {
-                        return Ok(report(Outcome::Fail(format!(
-                            "@-pinned variant at {at}ms failed: {err} ({pinned})"
-                        ))))
-                    }
-                    Ok(r) => {
-                        if let Err(why) = compare(&exp, &r.value, None, t, exp.ordered) {
-                            return Ok(report(Outcome::Fail(format!(
-                                "@-pinned variant evaluated at {at}ms: {why} ({pinned})"
-                            ))));
-                        }
-                    }
+    for (pinned, at) in at_variants(&expr, t) {
+        match run(&pinned, at) {
+            Err(err) => {
+                return Ok(report(Outcome::Fail(format!(
+                    "@-pinned variant at {at}ms failed: {err} ({pinned})"
+                ))))
+            }
+            Ok(r) => {
+                if let Err(why) = compare(&exp, &r.value, None, t, exp.ordered) {
+                    return Ok(report(Outcome::Fail(format!(
+                        "@-pinned variant evaluated at {at}ms: {why} ({pinned})"
+                    ))));
                 }
             }
         }
@@ -805,6 +804,26 @@ fn run_eval(
         }
     }
     Ok(report(Outcome::Pass))
+}
+
+/// The harness's `@` variants of an instant eval at `t`: the expression
+/// with every selector and subquery pinned to `t`, and the times to run it
+/// at. None when the expression depends on the evaluation time or has
+/// nothing to pin.
+fn at_variants(expr: &Expr, t: i64) -> Vec<(Expr, i64)> {
+    if uses_funcs(expr, TIME_FUNCS) {
+        return Vec::new();
+    }
+    let mut pinned = expr.clone();
+    if !pin_at(&mut pinned, t) {
+        return Vec::new();
+    }
+    let times: Vec<i64> = if t == 0 {
+        vec![-1000, 0, 1000]
+    } else {
+        vec![-10 * t, 0, t / 5, t, 10 * t]
+    };
+    times.into_iter().map(|at| (pinned.clone(), at)).collect()
 }
 
 /// The points of a range result at `t`, as an instant result.
