@@ -82,75 +82,62 @@ impl StageConfig for StoreConfig {
 
     fn start(&self, ctx: StageContext) -> Result<Box<dyn RunningStage>, StageError> {
         let path = self.resolved_path(&ctx.data_dir, &ctx.id);
-        let db = match ctx.state.take::<StoreState>() {
+        // A rebuilt stage with the same path takes the open database over;
+        // otherwise it is opened (WAL replay can take seconds) on the
+        // stage's thread, so that start returns promptly.
+        let preopened = match ctx.state.take::<StoreState>() {
             Some(st)
                 if st.path == path
                     && st.db.options().block_duration_ms == self.options.block_duration_ms =>
             {
                 st.db.set_options(self.options.clone());
-                st.db
+                Some(st.db)
             }
             other => {
-                // A different path (or block range): release the old one first.
+                // A different path (or block range): release the old one.
                 drop(other);
-                Arc::new(Db::open(&path, self.options.clone()).map_err(|e| {
+                std::fs::create_dir_all(&path).map_err(|e| {
                     StageError::new(
                         &ctx.id,
-                        format!("cannot open TSDB at {}: {e}", path.display()),
+                        format!("cannot create TSDB directory {}: {e}", path.display()),
                     )
-                })?)
+                })?;
+                None
             }
         };
-        let metrics = StoreMetrics::register(&ctx.metrics)
-            .map_err(|e| StageError::new(&ctx.id, format!("metrics: {e}")))?;
-        metrics.refresh(&db.stats());
-        ctx.stores
-            .register(&ctx.id, db.clone() as Arc<dyn SeriesSelect>);
-
-        let health = Arc::new(Mutex::new(StageHealth::healthy()));
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(2);
-        let metrics = Arc::new(metrics);
-
-        let ingest = match ctx.input {
-            Some(input) => {
-                let w = Ingest {
-                    id: ctx.id.clone(),
-                    db: db.clone(),
-                    health: health.clone(),
-                    metrics: metrics.clone(),
-                };
-                let stop = stop_rx.clone();
-                Some(
-                    std::thread::Builder::new()
-                        .name(format!("store:{}", ctx.id))
-                        .spawn(move || w.run(input.rx, stop))
-                        .map_err(|e| StageError::new(&ctx.id, e))?,
-                )
-            }
-            None => None,
-        };
-        let m = Maintenance {
+        let metrics = Arc::new(
+            StoreMetrics::register(&ctx.metrics)
+                .map_err(|e| StageError::new(&ctx.id, format!("metrics: {e}")))?,
+        );
+        let health = Arc::new(Mutex::new(StageHealth {
+            ok: true,
+            detail: "opening the TSDB (replaying the WAL)".into(),
+        }));
+        let slot: DbSlot = Arc::new(Mutex::new(Slot::default()));
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let worker = Worker {
             id: ctx.id.clone(),
-            db: db.clone(),
-            metrics: metrics.clone(),
-            interval: self.maintenance_interval,
+            path: path.clone(),
+            options: self.options.clone(),
+            maintenance_interval: self.maintenance_interval,
+            preopened,
+            slot: slot.clone(),
+            stores: ctx.stores.clone(),
             health: health.clone(),
+            metrics,
         };
-        let stop = stop_rx;
-        let maintenance = std::thread::Builder::new()
-            .name(format!("store-maint:{}", ctx.id))
-            .spawn(move || m.run(stop))
+        let input = ctx.input.map(|i| i.rx);
+        let thread = std::thread::Builder::new()
+            .name(format!("store:{}", ctx.id))
+            .spawn(move || worker.run(input, stop_rx))
             .map_err(|e| StageError::new(&ctx.id, e))?;
-
         Ok(Box::new(RunningStore {
             id: ctx.id,
             path,
-            db,
+            options: self.options.clone(),
+            slot,
             stop: stop_tx,
-            threads: vec![ingest, Some(maintenance)]
-                .into_iter()
-                .flatten()
-                .collect(),
+            thread: Some(thread),
             health,
             state: ctx.state,
             stores: ctx.stores,
@@ -163,7 +150,103 @@ impl StageConfig for StoreConfig {
     }
 }
 
-/// The ingest loop: one thread blocking on the input channel.
+/// The database once open (empty while the WAL is being replayed), and
+/// options that a reconfiguration made while it was still opening.
+#[derive(Default)]
+struct Slot {
+    db: Option<Arc<Db>>,
+    pending: Option<Options>,
+}
+
+type DbSlot = Arc<Mutex<Slot>>;
+
+/// The stage's thread: opens the database (unless handed one), registers
+/// it, runs the maintenance thread, and appends every batch it receives.
+struct Worker {
+    id: String,
+    path: PathBuf,
+    options: Options,
+    maintenance_interval: Duration,
+    preopened: Option<Arc<Db>>,
+    slot: DbSlot,
+    stores: StoreRegistry,
+    health: Arc<Mutex<StageHealth>>,
+    metrics: Arc<StoreMetrics>,
+}
+
+impl Worker {
+    fn run(mut self, input: Option<Receiver<Message>>, stop: Receiver<()>) {
+        let Some(db) = self.open(&stop) else { return };
+        {
+            let mut slot = self.slot.lock();
+            if let Some(o) = slot.pending.take() {
+                db.set_options(o);
+            }
+            slot.db = Some(db.clone());
+        }
+        self.metrics.refresh(&db.stats());
+        self.stores
+            .register(&self.id, db.clone() as Arc<dyn SeriesSelect>);
+        *self.health.lock() = StageHealth::healthy();
+
+        let (m_stop_tx, m_stop_rx) = crossbeam_channel::bounded::<()>(1);
+        let m = Maintenance {
+            id: self.id.clone(),
+            db: db.clone(),
+            metrics: self.metrics.clone(),
+            interval: self.maintenance_interval,
+            health: self.health.clone(),
+        };
+        let maintenance = std::thread::Builder::new()
+            .name(format!("store-maint:{}", self.id))
+            .spawn(move || m.run(m_stop_rx));
+        if let Err(e) = &maintenance {
+            tracing::error!(stage = %self.id, error = %e, "cannot start the maintenance thread");
+        }
+        let ingest = Ingest {
+            id: self.id.clone(),
+            db: db.clone(),
+            health: self.health.clone(),
+            metrics: self.metrics.clone(),
+        };
+        match input {
+            Some(rx) => ingest.run(rx, stop),
+            None => {
+                let _ = stop.recv();
+            }
+        }
+        let _ = m_stop_tx.send(());
+        if let Ok(t) = maintenance {
+            let _ = t.join();
+        }
+    }
+
+    /// Opens the database, retrying while it fails (a full or read-only
+    /// disk, say) until it works or the stage is stopped. Batches wait in
+    /// the input channel meanwhile.
+    fn open(&mut self, stop: &Receiver<()>) -> Option<Arc<Db>> {
+        if let Some(db) = self.preopened.take() {
+            return Some(db);
+        }
+        loop {
+            match Db::open(&self.path, self.options.clone()) {
+                Ok(db) => return Some(Arc::new(db)),
+                Err(e) => {
+                    tracing::error!(stage = %self.id, path = %self.path.display(), error = %e, "cannot open the TSDB; retrying in 5s");
+                    *self.health.lock() = StageHealth::unhealthy(format!(
+                        "cannot open TSDB at {}: {e}",
+                        self.path.display()
+                    ));
+                }
+            }
+            if stop.recv_timeout(Duration::from_secs(5)).is_ok() {
+                return None;
+            }
+        }
+    }
+}
+
+/// The ingest loop: blocks on the input channel.
 struct Ingest {
     id: String,
     db: Arc<Db>,
@@ -256,9 +339,11 @@ impl Maintenance {
 struct RunningStore {
     id: String,
     path: PathBuf,
-    db: Arc<Db>,
+    /// The options in force (or pending until the database is open).
+    options: Options,
+    slot: DbSlot,
     stop: Sender<()>,
-    threads: Vec<JoinHandle<()>>,
+    thread: Option<JoinHandle<()>>,
     health: Arc<Mutex<StageHealth>>,
     state: StateSlot,
     stores: StoreRegistry,
@@ -270,18 +355,25 @@ impl RunningStage for RunningStore {
         let Some(new) = new.as_any().downcast_ref::<StoreConfig>() else {
             return Reconfigure::Rebuild;
         };
-        let old = self.db.options();
         let same_layout = new.resolved_path(&self.data_dir, &self.id) == self.path
-            && new.options.block_duration_ms == old.block_duration_ms;
+            && new.options.block_duration_ms == self.options.block_duration_ms;
         if !same_layout {
             return Reconfigure::Rebuild;
         }
-        // The maintenance interval lives in a thread's ticker; a change there
-        // is applied on the next rebuild only.
-        self.db.set_options(Options {
-            wal_segment_size: old.wal_segment_size,
+        // The maintenance interval lives in a thread's ticker, and the
+        // segment size in the open WAL: those apply on the next rebuild.
+        let options = Options {
+            wal_segment_size: self.options.wal_segment_size,
             ..new.options.clone()
-        });
+        };
+        let mut slot = self.slot.lock();
+        match &slot.db {
+            Some(db) => db.set_options(options.clone()),
+            // Still replaying the WAL: applied as soon as it is open.
+            None => slot.pending = Some(options.clone()),
+        }
+        drop(slot);
+        self.options = options;
         tracing::info!(stage = %self.id, "store options applied in place");
         Reconfigure::Applied
     }
@@ -290,21 +382,22 @@ impl RunningStage for RunningStore {
         self.health.lock().clone()
     }
 
-    fn stop(self: Box<Self>) {
-        for _ in 0..self.threads.len() {
-            let _ = self.stop.send(());
-        }
-        for t in self.threads {
+    fn stop(mut self: Box<Self>) {
+        let _ = self.stop.send(());
+        if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if let Err(e) = self.db.sync() {
-            tracing::error!(stage = %self.id, error = %e, "WAL fsync on stop failed");
-        }
         self.stores.unregister(&self.id);
-        self.state.put(StoreState {
-            path: self.path,
-            db: self.db,
-        });
+        let db = self.slot.lock().db.take();
+        if let Some(db) = db {
+            if let Err(e) = db.sync() {
+                tracing::error!(stage = %self.id, error = %e, "WAL fsync on stop failed");
+            }
+            self.state.put(StoreState {
+                path: self.path.clone(),
+                db,
+            });
+        }
     }
 }
 

@@ -83,10 +83,21 @@ impl Harness {
         self.tx.send(Message::Samples(Arc::new(b))).unwrap();
     }
 
+    /// Waits for the store to be registered (the database opens on the
+    /// stage's thread), then counts the stored samples.
     fn count(&self) -> usize {
-        self.stores
-            .get("tsdb")
-            .unwrap()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let store = loop {
+            if let Some(s) = self.stores.get("tsdb") {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "store never registered"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        store
             .select(&[Matcher::equal("__name__", "up")], i64::MIN, i64::MAX)
             .unwrap()
             .iter()
@@ -151,6 +162,52 @@ fn reload_keeps_the_open_database() {
         .unwrap();
     assert_eq!(appended.get_metric()[0].get_counter().get_value(), 3.0);
     running.stop();
+}
+
+#[test]
+fn start_returns_before_the_wal_is_replayed_and_health_says_so() {
+    let h = Harness::new();
+    let cfg = h.compile(json!({}));
+    let running = h.start(&*cfg);
+    // Either still opening (healthy, with a detail) or already open.
+    let health = running.health();
+    assert!(health.ok, "{health:?}");
+    h.send("a", 1000, 1.0);
+    assert_eq!(h.count(), 1);
+    assert_eq!(running.health(), StageHealth::healthy());
+    running.stop();
+}
+
+#[test]
+fn unusable_path_fails_start_with_a_clear_error() {
+    let h = Harness::new();
+    let file = h.dir.path().join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let cfg = h.compile(json!({"path": file.join("db").to_str().unwrap()}));
+    let ctx_err = {
+        let ctx = StageContext {
+            id: "tsdb".into(),
+            clock: Arc::new(RealClock),
+            runtime: h._rt.handle().clone(),
+            input: None,
+            outputs: BTreeMap::new(),
+            metrics: prometheus::Registry::new(),
+            state: StateSlot::default(),
+            stores: StoreRegistry::default(),
+            targets: TargetsRegistry::default(),
+            global: Default::default(),
+            base_dir: h.dir.path().to_path_buf(),
+            data_dir: h.dir.path().to_path_buf(),
+        };
+        match cfg.start(ctx) {
+            Ok(_) => panic!("start succeeded on a path under a file"),
+            Err(e) => e,
+        }
+    };
+    assert!(
+        ctx_err.to_string().contains("cannot create TSDB directory"),
+        "{ctx_err}"
+    );
 }
 
 #[test]
