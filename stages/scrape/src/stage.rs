@@ -62,6 +62,24 @@ impl StageConfig for ScrapeConfig {
         vec![PortSpec::default_port(MessageType::Samples)]
     }
 
+    /// The TLS files are read when the client is built: editing one must
+    /// count as a change on reload. (Password and credentials files are
+    /// read at every scrape and need no reload.)
+    fn fingerprint_extra(&self) -> String {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for path in [&self.tls.ca_file, &self.tls.cert_file, &self.tls.key_file]
+            .into_iter()
+            .flatten()
+        {
+            h.update(path.as_os_str().as_encoded_bytes());
+            match std::fs::read(path) {
+                Ok(content) => h.update(&content),
+                Err(e) => h.update(e.to_string().as_bytes()),
+            }
+        }
+        format!("{:032x}", h.digest128())
+    }
+
     fn start(&self, ctx: StageContext) -> Result<Box<dyn RunningStage>, StageError> {
         let input = ctx.input.as_ref().map(|i| i.rx.clone()).ok_or_else(|| {
             StageError::new(&ctx.id, "the scrape stage needs an input of targets")
@@ -120,7 +138,13 @@ fn loop_fingerprint(cfg: &ScrapeConfig) -> String {
     if let Some(o) = v.as_object_mut() {
         o.remove("relabel_configs");
     }
-    format!("{v}|{:?}|{:?}", cfg.scrape_interval, cfg.scrape_timeout)
+    // The TLS files too: loops hold the client built from them.
+    format!(
+        "{v}|{:?}|{:?}|{}",
+        cfg.scrape_interval,
+        cfg.scrape_timeout,
+        cfg.fingerprint_extra()
+    )
 }
 
 enum Control {
