@@ -134,21 +134,6 @@ KNOWN_DIFFERENCES = {
     "1e309":
         "doubtful: 2.42 fails with bad_data (strconv.ParseFloat range error, 'error parsing number'); "
         "Panoptes answers +Inf. To check against 3.x's number parsing before changing",
-    # Regular expressions: Prometheus compiles Go RE2 syntax; Panoptes's Rust regex accepts a
-    # different dialect. Each of these is a query Prometheus answers differently.
-    r'queue_depth{instance=~"\\Qapp-1:8080\\E"}':
-        r"RE2 supports \Q...\E literal quoting; Panoptes rejects it (bad_data 'unrecognized escape "
-        r"sequence'): translate \Q...\E to an escaped literal before compiling",
-    r'queue_depth{instance=~"\\<app.*"}':
-        r"RE2 reads \< as an escaped '<' (no match here); Rust regex reads it as a word-start "
-        r"assertion and matches app-1..3",
-    r'queue_depth{instance=~"(?x) app - 1 .*"}':
-        "RE2 has no x (verbose) flag: Prometheus fails with bad_data; Panoptes accepts and matches",
-    r'queue_depth{instance=~"[a-p&&[^b]]pp-1:8080"}':
-        "RE2 has no class set operations: [a-p&&[^b] is a class holding '&', '[', '^', 'b' followed "
-        "by a literal ']', so nothing matches; Rust regex reads && as intersection and matches app-1",
-    r'queue_depth{instance=~"a{1001}"}':
-        "RE2 refuses repeat counts above 1000 (bad_data 'invalid repeat count'); Panoptes accepts",
 }
 
 # Same float, written differently in the JSON answer. A client that parses the
