@@ -216,7 +216,10 @@ fn query_text_entry_points_report_positions_and_parse_errors() {
         .range_query(&store(), "sum(", 0, 60_000, 15_000)
         .expect_err("does not parse");
     assert_eq!(err.error_type(), "bad_data");
-    assert_eq!(err.to_string(), "1:4: parse error: unclosed left parenthesis");
+    assert_eq!(
+        err.to_string(),
+        "1:4: parse error: unclosed left parenthesis"
+    );
 }
 
 #[test]
