@@ -17,7 +17,7 @@ use serde_json::json;
 fn record_then_replay_on_the_virtual_clock() {
     let dir = std::env::temp_dir().join(format!("panoptes-replay-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let section = json!({"scrape_interval": "300ms", "scrape_timeout": "250ms"});
+    let section = json!({"scrape_interval": "500ms", "scrape_timeout": "450ms"});
 
     // Record two scrapes with different values.
     set_fetch_mode(FetchMode::Record(dir.clone()));

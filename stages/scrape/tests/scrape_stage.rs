@@ -14,7 +14,7 @@ use serde_json::json;
 
 #[test]
 fn scrapes_series_then_http_errors_give_up_zero_and_stale_markers() {
-    let mut h = Harness::start(json!({"scrape_interval": "300ms", "scrape_timeout": "250ms"}));
+    let mut h = Harness::start(json!({"scrape_interval": "500ms", "scrape_timeout": "450ms"}));
     *h.server.body.lock() = "# TYPE a gauge\na 1\nb{x=\"y\"} 2\n".into();
     h.set_targets(&[&h.addr]);
 
@@ -26,7 +26,7 @@ fn scrapes_series_then_http_errors_give_up_zero_and_stale_markers() {
         Some(2.0)
     );
     assert_eq!(value(&b, "scrape_series_added"), Some(2.0));
-    assert!(value(&b, "scrape_duration_seconds").is_some_and(|d| (0.0..0.25).contains(&d)));
+    assert!(value(&b, "scrape_duration_seconds").is_some_and(|d| (0.0..0.45).contains(&d)));
     let a = b
         .samples
         .iter()
@@ -50,7 +50,7 @@ fn scrapes_series_then_http_errors_give_up_zero_and_stale_markers() {
     );
     assert_eq!(
         hdrs.get("x-prometheus-scrape-timeout-seconds").unwrap(),
-        "0.25"
+        "0.45"
     );
     let views = h.targets.all();
     let t = &views[0].1.targets()[0];
@@ -154,7 +154,7 @@ fn one_hundred_thousand_series_past_sample_limit() {
 #[test]
 fn openmetrics_auth_relabeling_and_limits() {
     let h = Harness::start(json!({
-        "scrape_interval": "300ms", "scrape_timeout": "250ms",
+        "scrape_interval": "500ms", "scrape_timeout": "450ms",
         "job_name": "custom",
         "authorization": {"credentials": "s3cret"},
         "params": {"module": ["m1"]},
@@ -214,7 +214,7 @@ fn openmetrics_auth_relabeling_and_limits() {
 #[test]
 fn gzip_bodies_are_decompressed_and_can_be_refused() {
     let h = Harness::start(
-        json!({"scrape_interval": "300ms", "scrape_timeout": "250ms", "metrics_path": "/gz"}),
+        json!({"scrape_interval": "500ms", "scrape_timeout": "450ms", "metrics_path": "/gz"}),
     );
     *h.server.body.lock() = "zipped_total 42\n".into();
     h.set_targets(&[&h.addr]);
@@ -230,7 +230,7 @@ fn gzip_bodies_are_decompressed_and_can_be_refused() {
         .contains("gzip"));
 
     let h = Harness::start(
-        json!({"scrape_interval": "300ms", "scrape_timeout": "250ms", "metrics_path": "/gz", "gzip": false}),
+        json!({"scrape_interval": "500ms", "scrape_timeout": "450ms", "metrics_path": "/gz", "gzip": false}),
     );
     *h.server.body.lock() = "plain_total 7\n".into();
     h.set_targets(&[&h.addr]);
@@ -242,7 +242,7 @@ fn gzip_bodies_are_decompressed_and_can_be_refused() {
 
 #[test]
 fn reconfigure_keeps_loops_unless_scrape_settings_change() {
-    let base = json!({"scrape_interval": "300ms", "scrape_timeout": "250ms"});
+    let base = json!({"scrape_interval": "500ms", "scrape_timeout": "450ms"});
     let mut h = Harness::start(base.clone());
     *h.server.body.lock() = "m 1\n".into();
     h.set_targets(&[&h.addr]);
@@ -302,7 +302,7 @@ fn reconfigure_keeps_loops_unless_scrape_settings_change() {
 fn tls_with_a_private_ca_and_server_name() {
     let scrape = |tls: serde_json::Value| {
         let h = Harness::start(json!({
-            "scrape_interval": "300ms", "scrape_timeout": "250ms",
+            "scrape_interval": "500ms", "scrape_timeout": "450ms",
             "scheme": "https", "tls_config": tls
         }));
         *h.server.body.lock() = "secure_total 1\n".into();
@@ -329,7 +329,7 @@ fn tls_with_a_private_ca_and_server_name() {
 
 #[test]
 fn a_stopped_exporter_refuses_connections_and_is_down() {
-    let h = Harness::start(json!({"scrape_interval": "300ms", "scrape_timeout": "250ms"}));
+    let h = Harness::start(json!({"scrape_interval": "500ms", "scrape_timeout": "450ms"}));
     // A port that was free a moment ago: nothing listens on it any more.
     let gone = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
