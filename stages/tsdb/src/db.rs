@@ -91,6 +91,8 @@ pub enum TsdbError {
     Block(#[from] BlockError),
     #[error("head chunk: {0}")]
     Chunk(#[from] ChunkError),
+    #[error("database directory {path} is in use by another process or store (lock held on {path}/lock)")]
+    Locked { path: PathBuf },
     #[error("database directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -231,6 +233,9 @@ pub struct Db {
     blocks: RwLock<Vec<Arc<Block>>>,
     counters: Counters,
     maintenance: Mutex<()>,
+    /// Holds an exclusive `flock` on `<dir>/lock` while open: two writers
+    /// on one WAL would corrupt it.
+    _lock: fs::File,
 }
 
 impl std::fmt::Debug for Db {
@@ -249,6 +254,7 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db, TsdbError> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let lock = lock_dir(&dir)?;
         let counters = Counters::default();
         let mut blocks: Vec<Arc<Block>> = Vec::new();
         for e in fs::read_dir(&dir).map_err(io_err(&dir))? {
@@ -349,6 +355,7 @@ impl Db {
             blocks: RwLock::new(blocks),
             counters,
             maintenance: Mutex::new(()),
+            _lock: lock,
         })
     }
 
@@ -899,6 +906,32 @@ fn merge_series(group: &[Arc<Block>], writer: &mut block::BlockWriter) -> Result
     Ok(())
 }
 
+/// Takes an exclusive, non-blocking `flock` on `<dir>/lock`. The kernel
+/// releases it when the process dies, so a crash never leaves it stale.
+fn lock_dir(dir: &Path) -> Result<fs::File, TsdbError> {
+    use std::os::unix::io::AsRawFd;
+    let path = dir.join("lock");
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    // SAFETY: flock on a file descriptor we own; no memory is involved.
+    let rc = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        return if err.kind() == std::io::ErrorKind::WouldBlock {
+            Err(TsdbError::Locked {
+                path: dir.to_path_buf(),
+            })
+        } else {
+            Err(io_err(&path)(err))
+        };
+    }
+    Ok(f)
+}
+
 /// Moves a damaged block aside into `quarantine/`, logging why.
 fn quarantine(dir: &Path, block: &Path, err: &BlockError) -> Result<(), TsdbError> {
     let qdir = dir.join("quarantine");
@@ -1068,6 +1101,18 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_second_open_of_the_same_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        assert!(matches!(
+            Db::open(dir.path(), opts()),
+            Err(TsdbError::Locked { .. })
+        ));
+        drop(db);
+        Db::open(dir.path(), opts()).unwrap();
     }
 
     #[test]

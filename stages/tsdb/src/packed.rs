@@ -6,10 +6,12 @@
 //! Raw layout before zstd: `n:uvarint`, timestamps as `t0:varint`,
 //! `t1-t0:varint`, then delta-of-deltas as varints; then a value mode byte:
 //!
-//! - `0` decimal: every value is exactly `m / 10^e` for integers `m` (|m| <
-//!   2^53) and one exponent `e` (0..=15); stored as `e:u8`, `m0:varint`, then
-//!   deltas of `m` as varints. Counters and gauges with a few decimals land
-//!   here; the check is bit-exact, so nothing is rounded.
+//! - `2` decimal planes: every value is exactly `m / 10^e` for integers `m`
+//!   (|m| < 2^53) and one exponent `e` (0..=15); stored as `e:u8 width:u8`
+//!   and the zigzagged deltas of `m` as `width` byte planes (all low bytes,
+//!   then all second bytes, …). Counters and gauges with a few decimals land
+//!   here; the check is bit-exact, so nothing is rounded. (`0`, the same
+//!   deltas as varints, is still read.)
 //! - `1` XOR: each value's bits XORed with the previous, as 8 little-endian
 //!   bytes (zstd squeezes the zero bytes). Used whenever `0` cannot
 //!   represent every value bit for bit (NaNs, stale markers, -0.0, infinities,
