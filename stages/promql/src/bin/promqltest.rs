@@ -10,12 +10,14 @@ use panoptes_promql::promqltest::{harness_options, run_script, Outcome};
 
 fn main() -> ExitCode {
     let mut list_failures = false;
+    let mut markdown = false;
     let mut min_passed: Option<usize> = None;
     let mut paths: Vec<PathBuf> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--list-failures" => list_failures = true,
+            "--markdown" => markdown = true,
             "--min-passed" => match args.next().and_then(|n| n.parse().ok()) {
                 Some(n) => min_passed = Some(n),
                 None => {
@@ -24,7 +26,10 @@ fn main() -> ExitCode {
                 }
             },
             "-h" | "--help" => {
-                println!("usage: promqltest [--list-failures] [--min-passed N] <dir-or-file>...");
+                println!(
+                    "usage: promqltest [--list-failures] [--markdown] [--min-passed N] <dir-or-file>..."
+                );
+                println!("--markdown prints the per-file table of CONFORMANCE.md");
                 println!("exit status 0 when nothing failed (or, with --min-passed, when at least N passed)");
                 return ExitCode::SUCCESS;
             }
@@ -57,6 +62,10 @@ fn main() -> ExitCode {
         }
     }
     let opts = harness_options();
+    if markdown {
+        println!("| file | passed | failed | skipped (NH) |");
+        println!("|---|---:|---:|---:|");
+    }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut fatal = false;
     for f in &files {
@@ -75,16 +84,26 @@ fn main() -> ExitCode {
             .unwrap_or(f)
             .display()
             .to_string();
-        println!(
-            "{name}: {} passed, {} failed, {} skipped{}",
-            r.passed(),
-            r.failed(),
-            r.skipped(),
-            r.fatal
-                .as_ref()
-                .map(|e| format!(" (stopped: {e})"))
-                .unwrap_or_default()
-        );
+        let stopped = r
+            .fatal
+            .as_ref()
+            .map(|e| format!(" (stopped: {e})"))
+            .unwrap_or_default();
+        if markdown {
+            println!(
+                "| {name} | {} | {} | {} |",
+                r.passed(),
+                r.failed(),
+                r.skipped()
+            );
+        } else {
+            println!(
+                "{name}: {} passed, {} failed, {} skipped{stopped}",
+                r.passed(),
+                r.failed(),
+                r.skipped()
+            );
+        }
         if r.fatal.is_some() {
             fatal = true;
         }
@@ -98,6 +117,10 @@ fn main() -> ExitCode {
         passed += r.passed();
         failed += r.failed();
         skipped += r.skipped();
+    }
+    if markdown {
+        println!("| **total** | **{passed}** | **{failed}** | **{skipped}** |");
+        println!();
     }
     println!("{passed} passed, {failed} failed, {skipped} skipped");
     let ok = match min_passed {
