@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::extract::{FromRequest, Path, RawQuery, Request, State};
+use axum::http::{header, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
@@ -215,7 +215,7 @@ fn router(api: Arc<Api>) -> Router {
 }
 
 /// An API failure with Prometheus's error type and HTTP code.
-struct ApiError {
+pub struct ApiError {
     error_type: &'static str,
     message: String,
 }
@@ -274,18 +274,27 @@ fn success(data: J, warnings: &[String], infos: &[String]) -> Response {
     Json(body).into_response()
 }
 
-fn read_params(
-    method: &Method,
-    headers: &HeaderMap,
-    query: Option<String>,
-    body: &Bytes,
-) -> Params {
-    let is_form = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
-    let form = (method == Method::POST && is_form).then_some(&body[..]);
-    Params::from_request(query.as_deref(), form)
+/// Parameters from the query string and, for a POST form, the body: what
+/// every endpoint reads, as Prometheus's `r.FormValue` does.
+impl<S: Send + Sync> FromRequest<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let query = req.uri().query().map(str::to_string);
+        let is_form = req.method() == Method::POST
+            && req
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        let body = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::bad_data(format!("cannot read the request body: {e}")))?;
+        Ok(Params::parse(
+            query.as_deref(),
+            is_form.then_some(&body[..]),
+        ))
+    }
 }
 
 impl Api {
@@ -360,14 +369,7 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
-async fn query(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let p = read_params(&method, &headers, q, &body);
+async fn query(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     let expr = parse_query(&p)?;
     let t = p.time_ms("time", api.clock.now_ms())?;
     let engine = api.engine_for(&p)?;
@@ -376,14 +378,7 @@ async fn query(
     Ok(success(result_json(&r), &r.warnings, &r.infos))
 }
 
-async fn query_range(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let p = read_params(&method, &headers, q, &body);
+async fn query_range(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     let start = p.get("start").ok_or_else(|| {
         ApiError::bad_data("invalid parameter \"start\": cannot parse \"\" to a valid timestamp")
     })?;
@@ -475,14 +470,7 @@ fn limit(p: &Params) -> Result<Option<usize>, ApiError> {
     }
 }
 
-async fn series(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let p = read_params(&method, &headers, q, &body);
+async fn series(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     let sels = selectors(&p, true)?;
     let (start, end) = range_params(&p)?;
     let lim = limit(&p)?;
@@ -515,14 +503,7 @@ async fn series(
     ))
 }
 
-async fn labels(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let p = read_params(&method, &headers, q, &body);
+async fn labels(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     let sels = selectors(&p, false)?;
     let (start, end) = range_params(&p)?;
     let lim = limit(&p)?;
@@ -564,7 +545,7 @@ async fn label_values(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> ApiResult {
-    let p = Params::from_request(q.as_deref(), None);
+    let p = Params::parse(q.as_deref(), None);
     // 3.x accepts UTF-8 label names encoded as `U__<escaped>`; plain names
     // are the common case.
     if name.is_empty() {
@@ -596,7 +577,7 @@ async fn label_values(
 }
 
 async fn metadata(State(api): State<Arc<Api>>, RawQuery(q): RawQuery) -> ApiResult {
-    let p = Params::from_request(q.as_deref(), None);
+    let p = Params::parse(q.as_deref(), None);
     let metric = p.get("metric").map(str::to_string);
     let lim = limit(&p)?;
     let store = api.store()?;
@@ -623,24 +604,12 @@ async fn metadata(State(api): State<Arc<Api>>, RawQuery(q): RawQuery) -> ApiResu
     Ok(success(J::Object(out), &[], &[]))
 }
 
-async fn format_query(
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let p = read_params(&method, &headers, q, &body);
+async fn format_query(p: Params) -> ApiResult {
     let expr = parse_query(&p)?;
     Ok(success(json!(expr.to_string()), &[], &[]))
 }
 
-async fn query_exemplars(
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
-    let p = read_params(&method, &headers, q, &body);
+async fn query_exemplars(p: Params) -> ApiResult {
     // Validate like Prometheus, then answer: the store keeps no exemplars
     // yet, which is an empty result, not an error.
     parse_query(&p)?;
@@ -695,15 +664,9 @@ fn storage_error(e: panoptes_model::StorageError) -> ApiError {
     }
 }
 
-async fn admin_snapshot(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
+async fn admin_snapshot(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     admin_enabled(&api)?;
-    let p = read_params(&method, &headers, q, &body);
+
     let skip_head = match p.get("skip_head") {
         None => false,
         Some(v) => v.parse::<bool>().map_err(|_| {
@@ -717,15 +680,9 @@ async fn admin_snapshot(
     Ok(success(json!({"name": name}), &[], &[]))
 }
 
-async fn admin_delete_series(
-    State(api): State<Arc<Api>>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ApiResult {
+async fn admin_delete_series(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     admin_enabled(&api)?;
-    let p = read_params(&method, &headers, q, &body);
+
     let sels = selectors(&p, true)?;
     let (start, end) = range_params(&p)?;
     let store = api.store()?;

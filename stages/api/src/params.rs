@@ -15,7 +15,7 @@ pub struct ParamError(pub String);
 
 impl Params {
     /// Query string plus (for POST with a form content type) the body.
-    pub fn from_request(query: Option<&str>, form_body: Option<&[u8]>) -> Params {
+    pub fn parse(query: Option<&str>, form_body: Option<&[u8]>) -> Params {
         let mut out = Vec::new();
         if let Some(q) = query {
             out.extend(form_urlencoded::parse(q.as_bytes()).into_owned());
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn repeated_and_form_params() {
-        let p = Params::from_request(
+        let p = Params::parse(
             Some("match[]=up&match[]=a%7Bb%3D%22c%22%7D"),
             Some(b"query=up+%3D%3D+1"),
         );
