@@ -351,7 +351,16 @@ impl Wal {
                 }
             }
         }
-        let segments: Vec<u32> = list_segments(dir)?
+        let all_segments = list_segments(dir)?;
+        if let Some(cp) = checkpoint {
+            // Segments the checkpoint covers (left by a crash between writing
+            // it and deleting them).
+            for &seg in all_segments.iter().filter(|&&s| s <= cp) {
+                let p = dir.join(segment_name(seg));
+                fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        let segments: Vec<u32> = all_segments
             .into_iter()
             .filter(|&s| checkpoint.is_none_or(|cp| s > cp))
             .collect();
@@ -815,6 +824,7 @@ mod tests {
         checkpoint(dir.path(), upto, &|r| r % 2 == 0, 4000).unwrap();
         drop(wal);
         let (recs, _) = replay(dir.path());
+        let n_records = recs.len();
         let mut series = vec![];
         let mut samples = vec![];
         for r in recs {
@@ -825,6 +835,13 @@ mod tests {
         }
         assert_eq!(series, vec![0, 2, 4, 6, 8, 10, 11]);
         assert_eq!(samples, vec![4, 6, 8, 10, 11]);
+        assert!(!dir.path().join(segment_name(0)).exists());
+        // A segment the checkpoint covers, left behind by a crash, is
+        // ignored and removed on open.
+        fs::write(dir.path().join(segment_name(0)), b"junk").unwrap();
+        let (recs, rep) = replay(dir.path());
+        assert_eq!(rep.corruptions, 0);
+        assert_eq!(recs.len(), n_records);
         assert!(!dir.path().join(segment_name(0)).exists());
     }
 }
