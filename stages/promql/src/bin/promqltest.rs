@@ -3,12 +3,29 @@
 //! per-file and total pass/fail/skip counts. `--min-passed N` (for CI)
 //! succeeds when at least N evals pass.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use panoptes_promql::promqltest::{harness_options, run_script, Outcome};
 
+/// `writeln!` to stdout that ends the program quietly when the reader has
+/// gone away (e.g. `promqltest … | head`).
+macro_rules! say {
+    ($out:expr) => {
+        if writeln!($out).is_err() {
+            return ExitCode::from(1);
+        }
+    };
+    ($out:expr, $($arg:tt)*) => {
+        if writeln!($out, $($arg)*).is_err() {
+            return ExitCode::from(1);
+        }
+    };
+}
+
 fn main() -> ExitCode {
+    let mut out = std::io::stdout().lock();
     let mut list_failures = false;
     let mut markdown = false;
     let mut min_passed: Option<usize> = None;
@@ -26,11 +43,15 @@ fn main() -> ExitCode {
                 }
             },
             "-h" | "--help" => {
-                println!(
+                say!(
+ out,
                     "usage: promqltest [--list-failures] [--markdown] [--min-passed N] <dir-or-file>..."
                 );
-                println!("--markdown prints the per-file table of CONFORMANCE.md");
-                println!("exit status 0 when nothing failed (or, with --min-passed, when at least N passed)");
+                say!(
+                    out,
+                    "--markdown prints the per-file table of CONFORMANCE.md"
+                );
+                say!(out, "exit status 0 when nothing failed (or, with --min-passed, when at least N passed)");
                 return ExitCode::SUCCESS;
             }
             _ => paths.push(PathBuf::from(a)),
@@ -63,8 +84,8 @@ fn main() -> ExitCode {
     }
     let opts = harness_options();
     if markdown {
-        println!("| file | passed | failed | skipped (NH) |");
-        println!("|---|---:|---:|---:|");
+        say!(out, "| file | passed | failed | skipped (NH) |");
+        say!(out, "|---|---:|---:|---:|");
     }
     let (mut passed, mut failed, mut skipped) = (0, 0, 0);
     let mut fatal = false;
@@ -90,14 +111,16 @@ fn main() -> ExitCode {
             .map(|e| format!(" (stopped: {e})"))
             .unwrap_or_default();
         if markdown {
-            println!(
+            say!(
+                out,
                 "| {name} | {} | {} | {} |",
                 r.passed(),
                 r.failed(),
                 r.skipped()
             );
         } else {
-            println!(
+            say!(
+                out,
                 "{name}: {} passed, {} failed, {} skipped{stopped}",
                 r.passed(),
                 r.failed(),
@@ -110,7 +133,14 @@ fn main() -> ExitCode {
         if list_failures {
             for e in &r.evals {
                 if let Outcome::Fail(why) = &e.outcome {
-                    println!("  {}:{}: {}\n      {}", f.display(), e.line, e.expr, why);
+                    say!(
+                        out,
+                        "  {}:{}: {}\n      {}",
+                        f.display(),
+                        e.line,
+                        e.expr,
+                        why
+                    );
                 }
             }
         }
@@ -119,10 +149,13 @@ fn main() -> ExitCode {
         skipped += r.skipped();
     }
     if markdown {
-        println!("| **total** | **{passed}** | **{failed}** | **{skipped}** |");
-        println!();
+        say!(
+            out,
+            "| **total** | **{passed}** | **{failed}** | **{skipped}** |"
+        );
+        say!(out);
     }
-    println!("{passed} passed, {failed} failed, {skipped} skipped");
+    say!(out, "{passed} passed, {failed} failed, {skipped} skipped");
     let ok = match min_passed {
         Some(n) => passed >= n && !fatal,
         None => failed == 0 && !fatal,
