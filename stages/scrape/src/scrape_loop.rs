@@ -86,6 +86,8 @@ struct Loop {
     report_labels: [Labels; 5],
     source: Arc<str>,
     buf: Vec<u8>,
+    /// Whether a scrape has been sent (so there is something to mark stale).
+    scraped: bool,
 }
 
 /// Runs a scrape loop until `state` leaves [`LoopState::Run`].
@@ -109,6 +111,7 @@ pub async fn run(
         report_labels,
         source,
         buf: Vec::new(),
+        scraped: false,
     };
     let interval_ms = lp.spec.target.interval.as_millis().max(1) as i64;
     let mut next = first_slot(lp.env.clock.now_ms(), interval_ms, lp.spec.target.hash());
@@ -140,10 +143,12 @@ pub async fn run(
         };
         if let Some(batch) = done {
             lp.send(batch).await;
+            lp.scraped = true;
         }
         next = next_slot(next, lp.env.clock.now_ms(), interval_ms);
     };
-    if end == LoopState::Remove {
+    // A target removed before its first scrape wrote nothing to mark stale.
+    if end == LoopState::Remove && lp.scraped {
         let ts = lp.env.clock.now_ms();
         let mut samples = lp.cache.end_of_run(ts);
         for labels in &lp.report_labels {
