@@ -242,6 +242,7 @@ fn run(
             return Ok(ExitCode::FAILURE);
         }
     };
+    let data_dir_shown = data_dir.display().to_string();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("panoptes-io")
@@ -261,6 +262,23 @@ fn run(
     )
     .context("cannot start the pipeline")?;
     let sup = Supervisor::new(engine, registry, source);
+    sup.set_flags(
+        [
+            (
+                "config.file",
+                file.as_ref()
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default(),
+            ),
+            ("web.listen-address", listen.to_string()),
+            ("storage.data-dir", data_dir_shown.clone()),
+            ("watch", watch.to_string()),
+            ("web.enable-admin-api", enable_admin_api.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    );
     tracing::info!(listen = %listen, pipeline = %file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "<default>".into()), "Panoptes is running");
 
     let router = sup.router();

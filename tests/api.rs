@@ -160,6 +160,18 @@ fn query_api_answers_in_prometheus_shapes() {
     let v: Value = resp.json().unwrap();
     assert_eq!(v["data"]["result"][0]["value"][1], "43");
 
+    // Status endpoints Grafana and scripts read.
+    let (_, v) = json(&p, "/api/v1/status/buildinfo");
+    assert!(v["data"]["version"].is_string());
+    let (_, v) = json(&p, "/api/v1/status/config");
+    assert!(v["data"]["yaml"].as_str().unwrap().contains("kind: api"));
+    let (_, v) = json(&p, "/api/v1/status/flags");
+    assert_eq!(v["data"]["web.enable-admin-api"], "false");
+    let (_, v) = json(&p, "/api/v1/status/runtimeinfo");
+    assert_eq!(v["data"]["reloadConfigSuccess"], true);
+    let (_, v) = json(&p, "/api/v1/status/tsdb");
+    assert_eq!(v["status"], "success");
+
     // Admin endpoints are off by default.
     let (code, body) = p.post("/api/v1/admin/tsdb/snapshot");
     assert_eq!(code, 503, "{body}");

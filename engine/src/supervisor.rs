@@ -96,6 +96,9 @@ pub struct Supervisor {
     started: Instant,
     shutting_down: AtomicBool,
     shutdown_tx: tokio::sync::watch::Sender<bool>,
+    /// Command-line flags as given, for `/api/v1/status/flags`.
+    flags: RwLock<BTreeMap<String, String>>,
+    start_time: SystemTime,
 }
 
 fn now_seconds() -> f64 {
@@ -128,9 +131,24 @@ impl Supervisor {
             started: Instant::now(),
             shutting_down: AtomicBool::new(false),
             shutdown_tx,
+            flags: RwLock::new(BTreeMap::new()),
+            start_time: SystemTime::now(),
         });
         sup.refresh_routes();
         sup
+    }
+
+    /// Records the command-line flags shown by `/api/v1/status/flags`.
+    pub fn set_flags(&self, flags: BTreeMap<String, String>) {
+        *self.flags.write() = flags;
+    }
+
+    /// The pipeline text now in force, for `/api/v1/status/config`.
+    fn pipeline_text(&self) -> String {
+        match &self.source {
+            PipelineSource::File(p) => std::fs::read_to_string(p).unwrap_or_default(),
+            PipelineSource::Embedded { text, .. } => text.clone(),
+        }
     }
 
     /// Resolves when shutdown has been requested (e.g. by a signal).
@@ -226,6 +244,10 @@ impl Supervisor {
             .route("/api/v1/status/stages", get(stages_handler))
             .route("/api/v1/status/reload", get(reload_status_handler))
             .route("/api/v1/targets", get(targets_handler))
+            .route("/api/v1/status/config", get(config_handler))
+            .route("/api/v1/status/flags", get(flags_handler))
+            .route("/api/v1/status/buildinfo", get(buildinfo_handler))
+            .route("/api/v1/status/runtimeinfo", get(runtimeinfo_handler))
             .route("/api/v1/tap", get(tap_handler))
             .fallback(stage_route_handler)
             .with_state(self.clone())
@@ -458,6 +480,55 @@ async fn stages_handler(State(s): Sup) -> Response {
         Ok(stages) => Json(json!({"status": "success", "data": stages})).into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
+}
+
+async fn config_handler(State(s): Sup) -> Response {
+    let text = tokio::task::spawn_blocking(move || s.pipeline_text())
+        .await
+        .unwrap_or_default();
+    Json(json!({"status": "success", "data": {"yaml": text}})).into_response()
+}
+
+async fn flags_handler(State(s): Sup) -> Response {
+    Json(json!({"status": "success", "data": &*s.flags.read()})).into_response()
+}
+
+async fn buildinfo_handler() -> Response {
+    Json(json!({"status": "success", "data": {
+        "version": env!("CARGO_PKG_VERSION"),
+        "revision": option_env!("PANOPTES_REVISION").unwrap_or("unknown"),
+        "branch": option_env!("PANOPTES_BRANCH").unwrap_or("unknown"),
+        "buildUser": option_env!("USER").unwrap_or("unknown"),
+        "buildDate": option_env!("PANOPTES_BUILD_DATE").unwrap_or("unknown"),
+        "goVersion": format!("rust (panoptes {})", env!("CARGO_PKG_VERSION")),
+    }}))
+    .into_response()
+}
+
+async fn runtimeinfo_handler(State(s): Sup) -> Response {
+    let status = s.reload_status();
+    let start = humantime::format_rfc3339_millis(s.start_time).to_string();
+    let last = humantime::format_rfc3339_millis(
+        UNIX_EPOCH + Duration::from_secs_f64(status.last_success_timestamp_seconds.max(0.0)),
+    )
+    .to_string();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    Json(json!({"status": "success", "data": {
+        "startTime": start,
+        "CWD": std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default(),
+        "reloadConfigSuccess": status.last_successful,
+        "lastConfigTime": last,
+        "corruptionCount": 0,
+        "goroutineCount": 0,
+        "GOMAXPROCS": threads,
+        "GOMEMLIMIT": 0,
+        "GOGC": "",
+        "GODEBUG": "",
+        "storageRetention": s.flags.read().get("storage.retention").cloned().unwrap_or_else(|| "see the store stages".into()),
+    }}))
+    .into_response()
 }
 
 async fn reload_status_handler(State(s): Sup) -> Response {
