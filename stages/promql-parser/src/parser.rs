@@ -20,7 +20,6 @@ fn parse_inner(input: &str) -> PResult<Expr> {
     let mut p = Parser {
         toks,
         pos: 0,
-        input,
         allow_empty_selector: false,
     };
     if p.peek() == &Tok::Eof {
@@ -33,10 +32,9 @@ fn parse_inner(input: &str) -> PResult<Expr> {
     Ok(e)
 }
 
-struct Parser<'a> {
+struct Parser {
     toks: Vec<Token>,
     pos: usize,
-    input: &'a str,
     /// Set while parsing `info()`'s label-selector argument, which may
     /// consist of matchers that all match the empty string.
     allow_empty_selector: bool,
@@ -46,7 +44,7 @@ fn err<T>(pos: usize, msg: impl Into<String>) -> PResult<T> {
     Err(ParseError::at(pos, msg.into()))
 }
 
-impl<'a> Parser<'a> {
+impl Parser {
     fn peek(&self) -> &Tok {
         &self.toks[self.pos.min(self.toks.len() - 1)].tok
     }
@@ -1038,7 +1036,6 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        let _ = self.input;
         Ok(Expr::Call(Call { func, args, span }))
     }
 }

@@ -5,7 +5,6 @@
 //! does not store) are counted as skipped.
 
 use std::fmt;
-use std::sync::Arc;
 use std::time::Duration;
 
 use panoptes_model::{is_stale_nan, parse_duration_ms, stale_nan, Labels, Matcher};
@@ -755,7 +754,7 @@ fn run_eval(
     if let Err(why) = check_annotations(&exp, &first) {
         return Ok(report(Outcome::Fail(why)));
     }
-    if let Err(why) = compare(&exp, &first.value, range, t, exp.ordered) {
+    if let Err(why) = compare(&exp, &first.value, range, exp.ordered) {
         return Ok(report(Outcome::Fail(why)));
     }
     if is_range {
@@ -770,7 +769,7 @@ fn run_eval(
                 ))))
             }
             Ok(r) => {
-                if let Err(why) = compare(&exp, &r.value, None, t, exp.ordered) {
+                if let Err(why) = compare(&exp, &r.value, None, exp.ordered) {
                     return Ok(report(Outcome::Fail(format!(
                         "@-pinned variant evaluated at {at}ms: {why} ({pinned})"
                     ))));
@@ -797,7 +796,7 @@ fn run_eval(
             }
             Ok(r) => {
                 let at_t = matrix_at(&r.value, t, expr.value_type());
-                if let Err(why) = compare(&exp, &at_t, None, t, false) {
+                if let Err(why) = compare(&exp, &at_t, None, false) {
                     return Ok(report(Outcome::Fail(format!("range-mode re-check: {why}"))));
                 }
             }
@@ -915,7 +914,6 @@ fn compare(
     exp: &Expect,
     got: &Value,
     range: Option<(i64, i64, i64)>,
-    _t: i64,
     ordered: bool,
 ) -> Result<(), String> {
     if let Some(s) = &exp.string {
@@ -1040,9 +1038,6 @@ pub fn harness_options() -> EngineOptions {
         default_subquery_step_ms: 60_000,
     }
 }
-
-/// Helper for callers: shared store handle.
-pub type SharedStore = Arc<MemStore>;
 
 #[cfg(test)]
 mod tests {
