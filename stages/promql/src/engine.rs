@@ -30,6 +30,12 @@ pub struct EngineOptions {
     /// Step of subqueries written without one (`x[1h:]`): the global
     /// evaluation interval (default 1m).
     pub default_subquery_step_ms: i64,
+    /// Prometheus 3's `promql-delayed-name-removal` feature: functions and
+    /// operators that drop `__name__` only mark the series, and the name is
+    /// removed when the query finishes (so `label_replace` and `by
+    /// (__name__)` still see it). Off by default, as in Prometheus; the
+    /// conformance harness turns it on.
+    pub delayed_name_removal: bool,
 }
 
 impl Default for EngineOptions {
@@ -39,6 +45,7 @@ impl Default for EngineOptions {
             max_samples: 50_000_000,
             timeout: Duration::from_secs(120),
             default_subquery_step_ms: 60_000,
+            delayed_name_removal: false,
         }
     }
 }
@@ -503,6 +510,20 @@ impl<'a> Evaluator<'a> {
     }
 
     pub fn eval(&mut self, expr: &Expr, grid: Grid) -> EResult<EvalVal> {
+        let v = self.eval_node(expr, grid)?;
+        if self.opts.delayed_name_removal {
+            return Ok(v);
+        }
+        // Without delayed removal the name goes as soon as a node drops it.
+        Ok(match v {
+            EvalVal::Vector(s) if s.iter().any(|x| x.drop_name) => {
+                EvalVal::Vector(finish_names(s, false)?)
+            }
+            other => other,
+        })
+    }
+
+    fn eval_node(&mut self, expr: &Expr, grid: Grid) -> EResult<EvalVal> {
         self.check_deadline()?;
         match expr {
             Expr::Number(n) => Ok(EvalVal::Scalar(vec![n.value; grid.len()])),

@@ -1029,13 +1029,14 @@ fn compare(
 }
 
 /// Engine options of the reference harness: 5m lookback, 1m default
-/// subquery step, 10000 max samples, 100s timeout.
+/// subquery step, 10000 max samples, 100s timeout, delayed name removal.
 pub fn harness_options() -> EngineOptions {
     EngineOptions {
         lookback_delta_ms: 5 * 60 * 1000,
         max_samples: 10_000,
         timeout: Duration::from_secs(100),
         default_subquery_step_ms: 60_000,
+        delayed_name_removal: true,
     }
 }
 

@@ -237,3 +237,31 @@ fn cancelled_queries_report_canceled() {
         .expect_err("canceled");
     assert_eq!(err.error_type(), "canceled");
 }
+
+#[test]
+fn name_removal_immediate_by_default_delayed_on_request() {
+    let q = parse(
+        "label_replace(rate(http_requests_total{instance=\"1\"}[5m]), \"was\", \"$1\", \"__name__\", \"(.+)\")",
+    )
+    .expect("parses");
+    let labels = |opts: EngineOptions| match Engine::new(opts)
+        .instant(&store(), &q, 1_800_000)
+        .expect("runs")
+        .value
+    {
+        Value::Vector(v) => v[0].labels.to_string(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        labels(EngineOptions::default()),
+        "{instance=\"1\", job=\"api\"}"
+    );
+    let delayed = EngineOptions {
+        delayed_name_removal: true,
+        ..EngineOptions::default()
+    };
+    assert_eq!(
+        labels(delayed),
+        "{instance=\"1\", job=\"api\", was=\"http_requests_total\"}"
+    );
+}
