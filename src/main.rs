@@ -4,6 +4,7 @@
 
 mod logging;
 mod registry;
+mod replay;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -15,9 +16,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use panoptes_engine::clock::RealClock;
+use panoptes_engine::clock::{Clock, RealClock, VirtualClock};
 use panoptes_engine::schema::pipeline_schema;
 use panoptes_engine::{Engine, EngineOptions, PipelineSource, Supervisor};
+use panoptes_scrape::FetchMode;
 
 /// The pipeline `run` uses when given no file.
 const DEFAULT_PIPELINE: &str = include_str!("../pipelines/default.yaml");
@@ -75,6 +77,25 @@ enum Command {
         /// clean_tombstones), off by default as in Prometheus.
         #[arg(long)]
         enable_admin_api: bool,
+        /// Replay a recording (made by `panoptes record`) instead of
+        /// scraping the network, on a virtual clock, as fast as the CPU
+        /// allows; exits when the recording ends.
+        #[arg(long, value_name = "DIR")]
+        replay: Option<PathBuf>,
+    },
+    /// Run a pipeline for a while and record every raw scrape response
+    /// into a plain, editable directory, for `run --replay`.
+    Record {
+        file: PathBuf,
+        /// How long to record (e.g. 5m).
+        #[arg(long)]
+        duration: String,
+        /// Directory to write the recording into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Address of the main HTTP listener while recording.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
     },
     /// Print what flows out of a stage of a running pipeline, live.
     Tap {
@@ -124,7 +145,24 @@ fn main() -> ExitCode {
             data_dir,
             watch,
             enable_admin_api,
-        } => run(file, listen, data_dir, watch, enable_admin_api),
+            replay,
+        } => run(RunOptions {
+            file,
+            listen,
+            data_dir,
+            watch,
+            enable_admin_api,
+            mode: match replay {
+                Some(dir) => Mode::Replay(dir),
+                None => Mode::Live,
+            },
+        }),
+        Command::Record {
+            file,
+            duration,
+            out,
+            listen,
+        } => record(file, &duration, out, listen),
         Command::Tap {
             url,
             stage,
@@ -220,13 +258,56 @@ fn reachable(listen: SocketAddr) -> String {
     }
 }
 
-fn run(
+/// How `run` gets its scrapes.
+enum Mode {
+    /// From the network, until a signal.
+    Live,
+    /// From the network for a while, recording every response.
+    Record { out: PathBuf, duration: Duration },
+    /// From a recording, on a virtual clock, until it ends.
+    Replay(PathBuf),
+}
+
+struct RunOptions {
     file: Option<PathBuf>,
     listen: SocketAddr,
     data_dir: PathBuf,
     watch: bool,
     enable_admin_api: bool,
+    mode: Mode,
+}
+
+fn record(
+    file: PathBuf,
+    duration: &str,
+    out: PathBuf,
+    listen: SocketAddr,
 ) -> anyhow::Result<ExitCode> {
+    let duration =
+        panoptes_model::parse_duration(duration).map_err(|e| anyhow::anyhow!("--duration: {e}"))?;
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    // Stores in the recorded pipeline write to a scratch directory: the
+    // recording is the scrape responses, not what the stages made of them.
+    let scratch = tempfile::tempdir().context("cannot create a scratch data directory")?;
+    run(RunOptions {
+        file: Some(file),
+        listen,
+        data_dir: scratch.path().to_path_buf(),
+        watch: false,
+        enable_admin_api: false,
+        mode: Mode::Record { out, duration },
+    })
+}
+
+fn run(opts: RunOptions) -> anyhow::Result<ExitCode> {
+    let RunOptions {
+        file,
+        listen,
+        data_dir,
+        watch,
+        enable_admin_api,
+        mode,
+    } = opts;
     let registry = registry::registry();
     let source = match &file {
         Some(f) => PipelineSource::File(f.clone()),
@@ -251,11 +332,29 @@ fn run(
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(listen))
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let mut virtual_clock = None;
+    let clock: Arc<dyn Clock> = match &mode {
+        Mode::Live => Arc::new(RealClock),
+        Mode::Record { out, .. } => {
+            panoptes_scrape::set_fetch_mode(FetchMode::Record(out.clone()));
+            Arc::new(RealClock)
+        }
+        Mode::Replay(dir) => {
+            let times = replay::response_times(dir)?;
+            let first = *times
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("{} holds no recorded responses", dir.display()))?;
+            panoptes_scrape::set_fetch_mode(FetchMode::Replay(dir.clone()));
+            let clock = VirtualClock::new(first - 1);
+            virtual_clock = Some((clock.clone(), times));
+            Arc::new(clock)
+        }
+    };
     let engine = Engine::start(
         compiled,
         EngineOptions {
             data_dir,
-            clock: Arc::new(RealClock),
+            clock,
             runtime: rt.handle().clone(),
             enable_admin_api,
         },
@@ -313,6 +412,40 @@ fn run(
         (None, true) => anyhow::bail!("--watch needs a pipeline file"),
         _ => None,
     };
+
+    match mode {
+        Mode::Replay(dir) => {
+            if let Some((clock, times)) = virtual_clock {
+                let s = sup.clone();
+                let steps = times.len();
+                let t = std::time::Instant::now();
+                std::thread::Builder::new()
+                    .name("replay".into())
+                    .spawn(move || {
+                        replay::drive(&clock, &times, &s);
+                        s.request_shutdown();
+                    })?;
+                tracing::info!(recording = %dir.display(), steps, "replaying on the virtual clock");
+                let mut done = sup.shutdown_requested();
+                rt.block_on(async {
+                    let _ = done.wait_for(|v| *v).await;
+                });
+                tracing::info!(took_ms = t.elapsed().as_millis() as u64, "replay finished");
+                sup.shutdown();
+                rt.shutdown_timeout(Duration::from_secs(5));
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+        Mode::Record { out, duration } => {
+            let s = sup.clone();
+            rt.spawn(async move {
+                tokio::time::sleep(duration).await;
+                tracing::info!(recording = %out.display(), "recording finished");
+                s.request_shutdown();
+            });
+        }
+        Mode::Live => {}
+    }
 
     let mut requested = sup.shutdown_requested();
     rt.block_on(async {

@@ -144,6 +144,7 @@ impl StageConfig for ApiConfig {
                 max_samples: self.max_samples,
                 timeout: self.query_timeout,
                 default_subquery_step_ms: ctx.global.evaluation_interval.as_millis() as i64,
+                ..EngineOptions::default()
             }),
         });
         Ok(Box::new(RunningApi { api }))
@@ -606,7 +607,7 @@ async fn metadata(State(api): State<Arc<Api>>, RawQuery(q): RawQuery) -> ApiResu
 
 async fn format_query(p: Params) -> ApiResult {
     let expr = parse_query(&p)?;
-    Ok(success(json!(expr.to_string()), &[], &[]))
+    Ok(success(json!(expr.pretty()), &[], &[]))
 }
 
 async fn query_exemplars(p: Params) -> ApiResult {

@@ -196,7 +196,16 @@ impl Loop {
         if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
             self.buf = Vec::new();
         }
-        let duration = recorded_duration.unwrap_or_else(|| started.elapsed());
+        // On the virtual clock no wall time passes between slots: a scrape
+        // without a recorded duration (no response recorded) took none, so
+        // replays stay deterministic.
+        let duration = recorded_duration.unwrap_or_else(|| {
+            if self.env.clock.is_virtual() {
+                Duration::ZERO
+            } else {
+                started.elapsed()
+            }
+        });
         self.finish(res, start_ms, duration)
     }
 
