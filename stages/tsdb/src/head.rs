@@ -730,10 +730,8 @@ impl Head {
         for &r in &removed {
             self.remove(r);
         }
+        // `max_t` stays: it still bounds what the head accepts next.
         self.min_t = min_t;
-        if self.live == 0 {
-            self.max_t = self.max_t.max(t - 1).min(self.max_t);
-        }
         removed
     }
 
