@@ -748,6 +748,16 @@ impl Db {
         Ok(doomed.len())
     }
 
+    /// Label sets of every series in the head.
+    pub fn head_series_labels(&self) -> Vec<Labels> {
+        self.head
+            .read()
+            .all_series()
+            .into_iter()
+            .map(|(_, l)| l)
+            .collect()
+    }
+
     /// The open blocks, oldest first.
     pub fn blocks(&self) -> Vec<Arc<Block>> {
         self.blocks.read().clone()

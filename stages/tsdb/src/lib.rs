@@ -4,6 +4,7 @@
 //! [`panoptes_model::SeriesSelect`] so PromQL and the query API read from it.
 //! See `LAYOUT.md` for the directory layout.
 
+pub mod analyze;
 pub mod bits;
 pub mod block;
 pub mod chunk;
@@ -14,6 +15,7 @@ pub mod packed;
 pub mod postings;
 pub mod wal;
 
+pub use analyze::{Analysis, BlockChurn};
 pub use db::{AppendOutcome, Db, DbStats, Options, TsdbError};
 pub use head::RejectReason;
 pub use wal::FsyncPolicy;
