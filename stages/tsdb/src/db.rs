@@ -186,8 +186,8 @@ struct Appender {
     refs: Vec<Option<u32>>,
     accepted: Vec<(RefSample, Verdict)>,
     samples_tmp: Vec<RefSample>,
-    last: HashMap<u32, (i64, u64)>,
-    ooo_seen: HashMap<(u32, i64), u64>,
+    last: HashMap<u32, (i64, u64), head::RefHash>,
+    ooo_seen: HashMap<(u32, i64), u64, head::RefHash>,
     series_rec: Vec<u8>,
     samples_rec: Vec<u8>,
 }
@@ -200,8 +200,8 @@ impl Appender {
             refs: Vec::new(),
             accepted: Vec::new(),
             samples_tmp: Vec::new(),
-            last: HashMap::new(),
-            ooo_seen: HashMap::new(),
+            last: HashMap::default(),
+            ooo_seen: HashMap::default(),
             series_rec: Vec::new(),
             samples_rec: Vec::new(),
         }
