@@ -21,6 +21,12 @@ use panoptes_engine::schema::pipeline_schema;
 use panoptes_engine::{Engine, EngineOptions, PipelineSource, Supervisor};
 use panoptes_scrape::FetchMode;
 
+// Samples and label sets are small, short-lived allocations on many
+// threads: mimalloc handles that pattern markedly better than glibc's
+// allocator (≈20% of scrape-path CPU in the farm bench).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The pipeline `run` uses when given no file.
 const DEFAULT_PIPELINE: &str = include_str!("../pipelines/default.yaml");
 

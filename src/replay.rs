@@ -79,7 +79,10 @@ fn settle(sup: &Supervisor) {
         let now = progress(sup);
         if now == last && now.1 == 0 {
             quiet += 1;
-            if quiet >= 3 {
+            // Scrape loops catch up on every slot by themselves; waiting
+            // for quiet only keeps stages in step, so that their output
+            // order is the same run after run.
+            if quiet >= 5 {
                 return;
             }
         } else {

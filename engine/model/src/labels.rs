@@ -35,14 +35,16 @@ impl fmt::Debug for Label {
     }
 }
 
-/// A sorted, duplicate-free set of labels identifying one series.
+/// A sorted, duplicate-free set of labels identifying one series. Shared
+/// (`Arc`): a sample's labels are cloned on every hop of a batch, and a
+/// clone must cost one reference count, not an allocation per label.
 #[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Labels(Vec<Label>);
+pub struct Labels(Arc<[Label]>);
 
 impl Labels {
     /// The empty label set.
     pub fn empty() -> Self {
-        Labels(Vec::new())
+        Labels(Arc::from([]))
     }
 
     /// Builds a label set from pairs in any order. Later duplicates of a name
@@ -64,7 +66,7 @@ impl Labels {
     /// sort. Debug builds check the precondition.
     pub fn from_sorted(labels: Vec<Label>) -> Self {
         debug_assert!(labels.windows(2).all(|w| w[0].name < w[1].name));
-        Labels(labels)
+        Labels(labels.into())
     }
 
     pub fn len(&self) -> usize {
@@ -97,13 +99,13 @@ impl Labels {
     }
 
     pub fn into_vec(self) -> Vec<Label> {
-        self.0
+        self.0.to_vec()
     }
 
     /// A builder starting from this set, for edits.
     pub fn to_builder(&self) -> LabelsBuilder {
         LabelsBuilder {
-            labels: self.0.clone(),
+            labels: self.0.to_vec(),
         }
     }
 
@@ -111,7 +113,7 @@ impl Labels {
     /// pairs). Stable across processes and versions: it may be persisted.
     pub fn stable_hash(&self) -> u64 {
         let mut h = xxhash_rust::xxh3::Xxh3::new();
-        for l in &self.0 {
+        for l in self.0.iter() {
             h.update(l.name.as_bytes());
             h.update(&[0xff]);
             h.update(l.value.as_bytes());
@@ -127,7 +129,8 @@ impl Labels {
                 .iter()
                 .filter(|l| &*l.name != METRIC_NAME)
                 .cloned()
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         )
     }
 
@@ -138,7 +141,8 @@ impl Labels {
                 .iter()
                 .filter(|l| names.contains(&&*l.name))
                 .cloned()
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         )
     }
 
@@ -149,7 +153,8 @@ impl Labels {
                 .iter()
                 .filter(|l| !names.contains(&&*l.name))
                 .cloned()
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
         )
     }
 }
@@ -255,7 +260,7 @@ impl LabelsBuilder {
     pub fn build(mut self) -> Labels {
         self.labels.retain(|l| !l.value.is_empty());
         self.labels.sort_by(|a, b| a.name.cmp(&b.name));
-        Labels(self.labels)
+        Labels(self.labels.into())
     }
 }
 

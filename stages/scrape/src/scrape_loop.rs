@@ -145,7 +145,13 @@ pub async fn run(
             lp.send(batch).await;
             lp.scraped = true;
         }
-        next = next_slot(next, lp.env.clock.now_ms(), interval_ms);
+        // A replay must scrape every slot, however far the virtual clock
+        // jumped meanwhile; live loops skip slots they missed.
+        next = if lp.env.clock.is_virtual() {
+            next + interval_ms
+        } else {
+            next_slot(next, lp.env.clock.now_ms(), interval_ms)
+        };
     };
     // A target removed before its first scrape wrote nothing to mark stale.
     if end == LoopState::Remove && lp.scraped {
