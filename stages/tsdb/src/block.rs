@@ -456,6 +456,25 @@ impl ChunkFileWriter {
     }
 }
 
+/// Adds tombstones for series `ids` over `[mint, maxt]` to a block's
+/// `existing` ones, replacing its tombstones file atomically (the open
+/// `Block` must be reopened to see them).
+pub fn add_tombstones(
+    dir: &Path,
+    existing: &[Tombstone],
+    ids: &[u32],
+    mint: i64,
+    maxt: i64,
+) -> Result<(), BlockError> {
+    let mut ts = existing.to_vec();
+    ts.extend(ids.iter().map(|&series| Tombstone { series, mint, maxt }));
+    let tmp = dir.join("tombstones.tmp");
+    write_synced(&tmp, &encode_tombstones(&ts))?;
+    let dst = dir.join("tombstones");
+    fs::rename(&tmp, &dst).map_err(io_err(&tmp))?;
+    sync_dir(dir)
+}
+
 /// Encodes a tombstones file.
 pub fn encode_tombstones(ts: &[Tombstone]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -841,6 +860,11 @@ impl Block {
 
     pub fn num_series(&self) -> u32 {
         self.num_series
+    }
+
+    /// The block's tombstones.
+    pub fn tombstones(&self) -> &[Tombstone] {
+        &self.tombstones
     }
 
     /// Adds tombstones for matching series over `[mint, maxt]`, rewriting the

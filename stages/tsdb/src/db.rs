@@ -336,6 +336,14 @@ impl Db {
                     head.apply_replayed(r, s.t, s.v);
                 }
             }
+            Record::Tombstones(ts) => {
+                for (r, mint, maxt) in ts {
+                    let r = ref_map.get(&r).copied().unwrap_or(r);
+                    if let Err(e) = head.delete_range(r, mint, maxt) {
+                        tracing::warn!(series = r, error = %e, "cannot replay a deletion");
+                    }
+                }
+            }
         })?;
         counters
             .wal_corruptions
@@ -746,6 +754,67 @@ impl Db {
             .retention_deletions
             .fetch_add(doomed.len() as u64, Ordering::Relaxed);
         Ok(doomed.len())
+    }
+
+    /// Deletes the samples of matching series in `[mint, maxt]` (inclusive),
+    /// in blocks (tombstones, made permanent by the next compaction) and in
+    /// the head (logged to the WAL first, so the deletion survives a crash).
+    /// Returns how many series had data deleted or tombstoned.
+    pub fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<u64, TsdbError> {
+        // No block cut, compaction or retention meanwhile.
+        let _g = self.maintenance.lock();
+        let mut affected = 0u64;
+        let blocks = self.blocks();
+        for b in &blocks {
+            if !b.overlaps(mint, maxt) {
+                continue;
+            }
+            let mut hit = Vec::new();
+            for id in b.select_ids(matchers)? {
+                let (_, chunks) = b.series(id)?;
+                if chunks.iter().any(|c| c.mint <= maxt && c.maxt >= mint) {
+                    hit.push(id);
+                }
+            }
+            if hit.is_empty() {
+                continue;
+            }
+            affected += hit.len() as u64;
+            block::add_tombstones(b.dir(), b.tombstones(), &hit, mint, maxt)?;
+            let reopened = Arc::new(Block::open(b.dir())?);
+            let mut list = self.blocks.write();
+            for slot in list.iter_mut() {
+                if Arc::ptr_eq(slot, b) {
+                    *slot = reopened.clone();
+                }
+            }
+        }
+        let mut app = self.wal.lock();
+        let refs: Vec<u32> = {
+            let head = self.head.read();
+            head.select_refs(matchers)
+                .into_iter()
+                .filter(|&r| head.has_samples(r, mint, maxt))
+                .collect()
+        };
+        if !refs.is_empty() {
+            let ts: Vec<(u32, i64, i64)> = refs.iter().map(|&r| (r, mint, maxt)).collect();
+            let mut rec = Vec::new();
+            wal::encode_tombstones(&ts, &mut rec);
+            app.wal.log(&[&rec])?;
+            app.wal.sync()?;
+            let mut head = self.head.write();
+            for &r in &refs {
+                head.delete_range(r, mint, maxt)?;
+            }
+            affected += refs.len() as u64;
+        }
+        Ok(affected)
     }
 
     /// Writes a consistent copy of the database into `target` (created; must
@@ -1195,6 +1264,48 @@ mod tests {
         assert!(all(&copy2)
             .iter()
             .all(|(_, s)| s.iter().all(|x| x.0 < max_block)));
+    }
+
+    #[test]
+    fn deleted_series_stay_deleted_across_reopen_cut_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path(), opts()).unwrap();
+        for t in (0..40_000).step_by(500) {
+            db.append(&batch(&[("a", t, t as f64), ("b", t, 1.0)]))
+                .unwrap();
+        }
+        db.cut_head_blocks().unwrap();
+        let m = [Matcher::equal("job", "a")];
+        // Spans blocks and head.
+        let n = db.delete_series(&m, 5_000, 32_000).unwrap();
+        assert!(n >= 2, "{n}");
+        let check = |db: &Db| {
+            let got = db.select(&m, i64::MIN, i64::MAX).unwrap();
+            let ts: Vec<i64> = got[0].samples.iter().map(|s| s.0).collect();
+            assert!(ts.iter().all(|&t| !(5_000..=32_000).contains(&t)), "{ts:?}");
+            assert_eq!(ts.first(), Some(&0));
+            assert_eq!(ts.last(), Some(&39_500));
+            let other = db
+                .select(&[Matcher::equal("job", "b")], i64::MIN, i64::MAX)
+                .unwrap();
+            assert_eq!(other[0].samples.len(), 80);
+        };
+        check(&db);
+        // Appends after the deletion still work and are kept.
+        db.append(&batch(&[("a", 40_000, 1.0)])).unwrap();
+        drop(db);
+        let db = Db::open(dir.path(), opts()).unwrap();
+        let got = db.select(&m, 40_000, 40_000).unwrap();
+        assert_eq!(got[0].samples.len(), 1);
+        for t in (40_500..80_000).step_by(500) {
+            db.append(&batch(&[("a", t, 1.0), ("b", t, 1.0)])).unwrap();
+        }
+        db.cut_head_blocks().unwrap();
+        db.compact().unwrap();
+        let got = db.select(&m, 0, 39_999).unwrap();
+        let ts: Vec<i64> = got[0].samples.iter().map(|s| s.0).collect();
+        assert!(ts.iter().all(|&t| !(5_000..=32_000).contains(&t)), "{ts:?}");
+        assert_eq!(ts.len(), 10 + 15);
     }
 
     #[test]

@@ -608,6 +608,63 @@ impl Head {
         self.apply(r, t, v, verdict);
     }
 
+    /// Whether a series has samples in `[mint, maxt]`.
+    pub fn has_samples(&self, r: u32, mint: i64, maxt: i64) -> bool {
+        self.get(r).is_some_and(|s| {
+            s.overlaps(mint, maxt)
+                && s.samples(self.files.as_ref(), mint, maxt)
+                    .map_or(true, |v| !v.is_empty())
+        })
+    }
+
+    /// Deletes a series' samples in `[mint, maxt]` (inclusive). The
+    /// remaining samples are re-encoded into in-memory chunks; the newest
+    /// timestamp stays what it was, so later appends must still be newer.
+    pub fn delete_range(&mut self, r: u32, mint: i64, maxt: i64) -> Result<(), ChunkError> {
+        let files = self.files.as_ref();
+        let Some(s) = self.series.get(r as usize).and_then(|s| s.as_deref()) else {
+            return Ok(());
+        };
+        let all = s.samples(files, i64::MIN, i64::MAX)?;
+        if !all.iter().any(|x| x.0 >= mint && x.0 <= maxt) {
+            return Ok(());
+        }
+        let in_order: Vec<(i64, f64)> = {
+            // Rebuild from every stored sample: out-of-order ones are merged
+            // into the chunks (their buffer is emptied).
+            all.into_iter()
+                .filter(|x| x.0 < mint || x.0 > maxt)
+                .collect()
+        };
+        let Some(s) = self
+            .series
+            .get_mut(r as usize)
+            .and_then(|s| s.as_deref_mut())
+        else {
+            return Ok(());
+        };
+        let before = s.chunks.len() as u64 + u64::from(s.open.is_some());
+        let range = self.block_range;
+        // Chunks must not span a block boundary (block cuts take whole
+        // chunks), so split at boundaries as well as every 120 samples.
+        let mut chunks = Vec::new();
+        let mut start = 0;
+        for i in 1..=in_order.len() {
+            if i == in_order.len()
+                || in_order[i].0.div_euclid(range) != in_order[start].0.div_euclid(range)
+            {
+                chunks.extend(encode_chunks(&in_order[start..i]));
+                start = i;
+            }
+        }
+        s.chunks = chunks;
+        s.open = None;
+        s.ooo.clear();
+        let after = s.chunks.len() as u64;
+        self.chunk_count = self.chunk_count.saturating_sub(before) + after;
+        Ok(())
+    }
+
     /// Series references matching the matchers, sorted.
     pub fn select_refs(&self, matchers: &[Matcher]) -> Vec<u32> {
         match postings::select(self, matchers) {

@@ -26,6 +26,7 @@ use crate::bits::{put_bytes, put_uvarint, put_varint, DecodeError, Decoder};
 
 const REC_SERIES: u8 = 1;
 const REC_SAMPLES: u8 = 2;
+const REC_TOMBSTONES: u8 = 3;
 const FRAME_HEADER: usize = 8;
 /// Larger records than this are treated as corruption (a torn length field).
 const MAX_RECORD: u32 = 256 << 20;
@@ -88,6 +89,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> WalError + '_ {
 pub enum Record {
     Series(Vec<(u32, Labels)>),
     Samples(Vec<RefSample>),
+    /// Deleted intervals `(ref, mint, maxt)`, inclusive: samples logged
+    /// before this record in those ranges are gone.
+    Tombstones(Vec<(u32, i64, i64)>),
 }
 
 /// A sample addressed by series reference.
@@ -121,6 +125,16 @@ pub fn encode_samples(samples: &[RefSample], out: &mut Vec<u8>) {
         put_uvarint(out, s.r as u64);
         put_varint(out, s.t.wrapping_sub(base));
         out.extend_from_slice(&s.v.to_bits().to_le_bytes());
+    }
+}
+
+/// Encodes a tombstones record payload.
+pub fn encode_tombstones(ts: &[(u32, i64, i64)], out: &mut Vec<u8>) {
+    out.push(REC_TOMBSTONES);
+    for &(r, mint, maxt) in ts {
+        put_uvarint(out, r as u64);
+        put_varint(out, mint);
+        put_varint(out, maxt);
     }
 }
 
@@ -162,6 +176,16 @@ pub fn decode_record(payload: &[u8]) -> Result<Record, DecodeError> {
                 out.push(RefSample { r, t, v });
             }
             Ok(Record::Samples(out))
+        }
+        REC_TOMBSTONES => {
+            let mut out = Vec::new();
+            while !d.is_empty() {
+                let r = d.uvarint()? as u32;
+                let mint = d.varint()?;
+                let maxt = d.varint()?;
+                out.push((r, mint, maxt));
+            }
+            Ok(Record::Tombstones(out))
         }
         _ => Err(DecodeError {
             offset: 0,
@@ -642,8 +666,8 @@ pub fn checkpoint(
     drop(series);
     let mut kept: Vec<RefSample> = Vec::new();
     for p in &files {
-        scan_file(p, &mut |rec| {
-            if let Record::Samples(s) = rec {
+        scan_file(p, &mut |rec| match rec {
+            Record::Samples(s) => {
                 kept.clear();
                 kept.extend(s.into_iter().filter(|x| x.t >= min_t && keep_series(x.r)));
                 if !kept.is_empty() {
@@ -653,6 +677,21 @@ pub fn checkpoint(
                     flush(&mut buf, &mut out, false);
                 }
             }
+            // In sequence with the samples, so replay deletes exactly what
+            // was logged before them.
+            Record::Tombstones(ts) => {
+                let ts: Vec<(u32, i64, i64)> = ts
+                    .into_iter()
+                    .filter(|t| t.2 >= min_t && keep_series(t.0))
+                    .collect();
+                if !ts.is_empty() {
+                    payload.clear();
+                    encode_tombstones(&ts, &mut payload);
+                    frame(&payload, &mut buf);
+                    flush(&mut buf, &mut out, false);
+                }
+            }
+            Record::Series(_) => {}
         })?;
     }
     flush(&mut buf, &mut out, true);
@@ -727,6 +766,12 @@ mod tests {
         assert_eq!(rep.corruptions, 0);
         assert_eq!(recs.len(), 40);
         assert_eq!(recs[0], Record::Series(vec![(0, labels(0))]));
+        let mut t = Vec::new();
+        encode_tombstones(&[(7, -3, 99), (1, 0, 0)], &mut t);
+        assert_eq!(
+            decode_record(&t).unwrap(),
+            Record::Tombstones(vec![(7, -3, 99), (1, 0, 0)])
+        );
         let stale = panoptes_model::stale_nan();
         let mut p = Vec::new();
         encode_samples(
@@ -831,6 +876,7 @@ mod tests {
             match r {
                 Record::Series(s) => series.extend(s.into_iter().map(|x| x.0)),
                 Record::Samples(s) => samples.extend(s.into_iter().map(|x| x.r)),
+                Record::Tombstones(_) => {}
             }
         }
         assert_eq!(series, vec![0, 2, 4, 6, 8, 10, 11]);
