@@ -5,6 +5,7 @@
 mod logging;
 mod registry;
 mod replay;
+mod tsdb_cmd;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -103,6 +104,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
     },
+    /// Look into a store's directory (the store must not be running).
+    Tsdb {
+        #[command(subcommand)]
+        command: TsdbCommand,
+    },
     /// Print what flows out of a stage of a running pipeline, live.
     Tap {
         /// The running Panoptes, e.g. http://127.0.0.1:9090
@@ -118,6 +124,30 @@ enum Command {
         /// Print the raw JSON lines.
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
+    },
+}
+
+#[derive(Subcommand)]
+enum TsdbCommand {
+    /// Cardinality: top metric names, label pairs, label names; churn per block.
+    Analyze {
+        dir: PathBuf,
+        /// How many entries each list shows.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Samples as text lines (`name{labels} value timestamp_ms`).
+    Dump {
+        dir: PathBuf,
+        /// Series selector (repeatable), e.g. 'up{job="node"}'; default: all.
+        #[arg(long = "match")]
+        matchers: Vec<String>,
+        /// Earliest timestamp, ms.
+        #[arg(long, default_value_t = i64::MIN)]
+        min_time: i64,
+        /// Latest timestamp, ms.
+        #[arg(long, default_value_t = i64::MAX)]
+        max_time: i64,
     },
 }
 
@@ -169,6 +199,15 @@ fn main() -> ExitCode {
             out,
             listen,
         } => record(file, &duration, out, listen),
+        Command::Tsdb { command } => match command {
+            TsdbCommand::Analyze { dir, limit } => tsdb_cmd::analyze(&dir, limit),
+            TsdbCommand::Dump {
+                dir,
+                matchers,
+                min_time,
+                max_time,
+            } => tsdb_cmd::dump(&dir, &matchers, min_time, max_time),
+        },
         Command::Tap {
             url,
             stage,

@@ -1192,6 +1192,50 @@ impl SeriesSelect for Db {
         }
         Ok(values.into_iter().collect())
     }
+
+    /// Prometheus's admin snapshot: `<dir>/snapshots/<name>/<block>/…`,
+    /// the head written as one more block unless `skip_head`.
+    fn snapshot(&self, skip_head: bool) -> Result<String, StorageError> {
+        let name = ulid::Ulid::new().to_string();
+        let target = self.dir().join("snapshots").join(&name);
+        Db::snapshot(self, &target, !skip_head)
+            .map_err(|e| StorageError::Write(format!("snapshot {}: {e}", target.display())))?;
+        Ok(name)
+    }
+
+    fn delete_series(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<(), StorageError> {
+        Db::delete_series(self, matchers, start_ms, end_ms)
+            .map(|_| ())
+            .map_err(|e| StorageError::Write(e.to_string()))
+    }
+
+    fn stats(&self) -> panoptes_model::StoreStats {
+        let st = Db::stats(self);
+        let mut out = panoptes_model::StoreStats {
+            num_series: st.head_series,
+            chunk_count: st.head_chunks,
+            min_time_ms: st.head_min_time,
+            max_time_ms: st.head_max_time,
+            ..Default::default()
+        };
+        // Cardinality lists as Prometheus's status page shows them (top 10).
+        if let Ok(a) = self.analyze(10) {
+            out.series_count_by_metric_name = a.top_metrics;
+            out.label_value_count_by_label_name = a.top_label_names;
+            out.series_count_by_label_value_pair = a
+                .top_label_pairs
+                .into_iter()
+                .map(|(n, v, c)| (format!("{n}={v}"), c))
+                .collect();
+            out.num_label_pairs = out.series_count_by_label_value_pair.len() as u64;
+        }
+        out
+    }
 }
 
 impl Drop for Db {
