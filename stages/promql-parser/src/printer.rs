@@ -9,65 +9,13 @@ use crate::ast::*;
 
 /// Formats a float the way Go's `%v` / `strconv.FormatFloat(v, 'g', -1, 64)`
 /// does: shortest round-trip digits, exponent form below 1e-4 and from 1e6,
-/// `+Inf`, `-Inf`, `NaN`.
+/// `+Inf`, `-Inf`, `NaN`. The text format's writer prints `-0` as `0`;
+/// PromQL keeps the sign.
 pub fn format_float(v: f64) -> String {
-    if v.is_nan() {
-        return "NaN".into();
+    if v == 0.0 && v.is_sign_negative() {
+        return "-0".into();
     }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    if v == 0.0 {
-        return if v.is_sign_negative() {
-            "-0".into()
-        } else {
-            "0".into()
-        };
-    }
-    // Shortest round-trip digits via Rust's `{:e}`: "d.ddde±x".
-    let sci = format!("{:e}", v);
-    let (mant, exp) = match sci.split_once('e') {
-        Some(p) => p,
-        None => return sci,
-    };
-    let exp: i32 = exp.parse().unwrap_or(0);
-    let neg = mant.starts_with('-');
-    let digits: String = mant.chars().filter(|c| c.is_ascii_digit()).collect();
-    let mut out = String::new();
-    if neg {
-        out.push('-');
-    }
-    if !(-4..6).contains(&exp) {
-        out.push_str(&digits[..1]);
-        if digits.len() > 1 {
-            out.push('.');
-            out.push_str(&digits[1..]);
-        }
-        let _ = write!(out, "e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
-    } else if exp < 0 {
-        out.push_str("0.");
-        for _ in 0..(-exp - 1) {
-            out.push('0');
-        }
-        out.push_str(&digits);
-    } else {
-        let int_len = exp as usize + 1;
-        if digits.len() <= int_len {
-            out.push_str(&digits);
-            for _ in 0..(int_len - digits.len()) {
-                out.push('0');
-            }
-        } else {
-            out.push_str(&digits[..int_len]);
-            out.push('.');
-            out.push_str(&digits[int_len..]);
-        }
-    }
-    out
+    panoptes_model::format_float(v)
 }
 
 /// Quotes a string like Go's `strconv.Quote`.

@@ -33,4 +33,4 @@ pub mod value;
 pub use engine::{Engine, EngineOptions};
 pub use memstore::MemStore;
 pub use panoptes_promql_parser as parser;
-pub use value::{format_api_float, QueryError, QueryResult, RangeSeries, Sample, Value};
+pub use value::{QueryError, QueryResult, RangeSeries, Sample, Value};

@@ -53,24 +53,6 @@ pub struct QueryResult {
     pub infos: Vec<String>,
 }
 
-/// Formats a sample value as Prometheus's HTTP API does
-/// (`strconv.FormatFloat(v, 'f', -1, 64)`: no exponent, shortest digits,
-/// `+Inf`, `-Inf`, `NaN`).
-pub fn format_api_float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        // Rust's shortest round-trip Display never uses an exponent.
-        format!("{v}")
-    }
-}
-
 /// Why a query failed; `error_type()` is Prometheus's `errorType`.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -99,18 +81,5 @@ impl QueryError {
             QueryError::Storage(panoptes_model::StorageError::Canceled) => "canceled",
             QueryError::Storage(_) => "internal",
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn api_floats_have_no_exponent() {
-        assert_eq!(format_api_float(1e6), "1000000");
-        assert_eq!(format_api_float(0.1), "0.1");
-        assert_eq!(format_api_float(-0.0), "-0");
-        assert_eq!(format_api_float(f64::NEG_INFINITY), "-Inf");
     }
 }
