@@ -99,7 +99,9 @@ pub fn parse_text(body: &[u8]) -> Result<Vec<MetricFamily>, TextError> {
         by_name: HashMap::new(),
         composite: HashMap::new(),
     };
-    for entry in Parser::new(body, Format::PrometheusText) {
+    // Duplicate HELP/TYPE lines and TYPE after samples are errors for the
+    // Pushgateway (it parses with the strict text parser), unlike scrapes.
+    for entry in Parser::new(body, Format::PrometheusText).strict_metadata() {
         match entry? {
             Entry::Help { family, help } => {
                 let i = b.family(family);
