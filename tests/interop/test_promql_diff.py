@@ -113,16 +113,6 @@ DELIBERATE_3X_DIFFERENCES = {
 # They still run; a difference is printed but does not fail the group, and a
 # match prints "now matches, remove from KNOWN_DIFFERENCES".
 KNOWN_DIFFERENCES = {
-    'sum(count_over_time({job="api", __name__=~"queue_depth|process_cpu_seconds_total"}[5m]))':
-        "count_over_time drops __name__, so queue_depth{instance,job} and process_cpu_seconds_total"
-        "{instance,job} collide: Prometheus (2.42, and 3.x without delayed name removal) fails with "
-        "execution/422 'vector cannot contain metrics with the same labelset' at the function; "
-        "Panoptes checks for duplicates only in the query's final result, so under an aggregation "
-        "it answers (120)",
-    'count(rate({job="api", __name__=~"queue_depth|process_cpu_seconds_total"}[5m]))':
-        "same missing duplicate-labelset check after a range-vector function, under an aggregation",
-    'max(max_over_time(rate({job=~"api|db"}[5m])[1h:1m]))':
-        "same missing duplicate-labelset check, inside a subquery",
     'year(weird_value{kind=~"huge|tiny"})':
         "Prometheus converts the value to a Go time (int64 seconds) and answers for any value: "
         "year(1e15) is 31690708; Panoptes drops the series whose date is outside its calendar "
