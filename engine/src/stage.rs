@@ -380,6 +380,32 @@ pub struct StageContext {
 }
 
 impl StageContext {
+    /// A context for running one stage on its own (tests, benches,
+    /// examples): the real clock, no input, no outputs, fresh registries,
+    /// default `global:`, and `dir` as both base and data directory. Set
+    /// what differs with struct update syntax.
+    pub fn standalone(
+        id: &str,
+        runtime: tokio::runtime::Handle,
+        dir: impl Into<PathBuf>,
+    ) -> StageContext {
+        let dir = dir.into();
+        StageContext {
+            id: id.to_string(),
+            clock: Arc::new(crate::clock::RealClock),
+            runtime,
+            input: None,
+            outputs: BTreeMap::new(),
+            metrics: prometheus::Registry::new(),
+            state: StateSlot::default(),
+            stores: StoreRegistry::default(),
+            targets: TargetsRegistry::default(),
+            global: GlobalConfig::default(),
+            base_dir: dir.clone(),
+            data_dir: dir,
+        }
+    }
+
     /// The default output port, if the stage declared one.
     pub fn default_output(&self) -> Option<&Output> {
         self.outputs.get("")

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use panoptes_discovery::DiscoveryKind;
-use panoptes_engine::clock::RealClock;
 use panoptes_engine::global::GlobalConfig;
 use panoptes_engine::port::{Downstream, EdgeCounters, Output};
 use panoptes_engine::stage::{
@@ -50,18 +49,9 @@ impl Harness {
         }]);
         let metrics = prometheus::Registry::new();
         let ctx = StageContext {
-            id: "sd".into(),
-            clock: Arc::new(RealClock),
-            runtime: rt.handle().clone(),
-            input: None,
             outputs: BTreeMap::from([(String::new(), out)]),
             metrics: metrics.clone(),
-            state: Default::default(),
-            stores: Default::default(),
-            targets: Default::default(),
-            global: GlobalConfig::default(),
-            base_dir: base_dir.to_path_buf(),
-            data_dir: base_dir.to_path_buf(),
+            ..StageContext::standalone("sd", rt.handle().clone(), base_dir.to_path_buf())
         };
         let stage = cfg.start(ctx).expect("stage starts");
         Harness {

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use panoptes_engine::clock::RealClock;
 use panoptes_engine::global::GlobalConfig;
 use panoptes_engine::port::{Downstream, EdgeCounters, Output};
 use panoptes_engine::stage::{CompileContext, MessageType, StageContext, StageKind};
@@ -52,18 +51,8 @@ fn main() {
     }]);
     std::thread::spawn(move || for _ in rx {});
     let ctx = StageContext {
-        id: "push".into(),
-        clock: Arc::new(RealClock),
-        runtime: rt.handle().clone(),
-        input: None,
         outputs: BTreeMap::from([(String::new(), out)]),
-        metrics: prometheus::Registry::new(),
-        state: Default::default(),
-        stores: Default::default(),
-        targets: Default::default(),
-        global: GlobalConfig::default(),
-        base_dir: cwd.clone(),
-        data_dir: cwd,
+        ..StageContext::standalone("push", rt.handle().clone(), cwd)
     };
     let stage = match cfg.start(ctx) {
         Ok(s) => s,

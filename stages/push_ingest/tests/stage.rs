@@ -69,18 +69,10 @@ impl Harness {
         }]);
         let metrics = prometheus::Registry::new();
         let ctx = StageContext {
-            id: "push".into(),
-            clock: Arc::new(RealClock),
-            runtime: rt.handle().clone(),
-            input: None,
             outputs: BTreeMap::from([(String::new(), out)]),
             metrics: metrics.clone(),
             state: state.clone(),
-            stores: Default::default(),
-            targets: Default::default(),
-            global: GlobalConfig::default(),
-            base_dir: dir.to_path_buf(),
-            data_dir: dir.to_path_buf(),
+            ..StageContext::standalone("push", rt.handle().clone(), dir.to_path_buf())
         };
         // Started through the concrete type to learn the bound port.
         let cfg = cfg

@@ -6,12 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver};
-use panoptes_engine::clock::RealClock;
 use panoptes_engine::global::GlobalConfig;
 use panoptes_engine::port::{Downstream, EdgeCounters, Input, Output};
 use panoptes_engine::stage::{
-    CompileContext, Message, MessageType, Reconfigure, StageContext, StageKind, StateSlot,
-    StoreRegistry, TargetsRegistry,
+    CompileContext, Message, MessageType, Reconfigure, StageContext, StageKind,
 };
 use panoptes_model::{is_stale_nan, stale_nan, Labels, Sample, SampleBatch};
 use panoptes_relabel::RelabelKind;
@@ -95,18 +93,9 @@ fn stage_relabels_drops_and_passes_stale_markers() {
     outputs.insert(String::new(), kept_out);
     outputs.insert("dropped".to_string(), dropped_out);
     let ctx = StageContext {
-        id: "clean".into(),
-        clock: Arc::new(RealClock),
-        runtime: rt.handle().clone(),
         input: Some(Input::new(in_rx)),
         outputs,
-        metrics: prometheus::Registry::new(),
-        state: StateSlot::default(),
-        stores: StoreRegistry::default(),
-        targets: TargetsRegistry::default(),
-        global: GlobalConfig::default(),
-        base_dir: ".".into(),
-        data_dir: ".".into(),
+        ..StageContext::standalone("clean", rt.handle().clone(), ".")
     };
     let mut running = cfg.start(ctx).expect("starts");
 

@@ -12,13 +12,9 @@ use std::io::BufRead;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use panoptes_engine::clock::RealClock;
 use panoptes_engine::global::GlobalConfig;
 use panoptes_engine::port::{Downstream, EdgeCounters, Input, Output};
-use panoptes_engine::stage::{
-    CompileContext, Message, MessageType, StageContext, StageKind, StateSlot, StoreRegistry,
-    TargetsRegistry,
-};
+use panoptes_engine::stage::{CompileContext, Message, MessageType, StageContext, StageKind};
 use panoptes_exposition::Format;
 use panoptes_model::{Labels, TargetGroup, TargetSet};
 use panoptes_scrape::cache::{AppendSettings, SeriesCache};
@@ -242,18 +238,9 @@ fn farm(secs: u64) {
     let mut outputs = BTreeMap::new();
     outputs.insert(String::new(), out);
     let ctx = StageContext {
-        id: "farm".into(),
-        clock: Arc::new(RealClock),
-        runtime: rt.handle().clone(),
         input: Some(Input::new(in_rx)),
         outputs,
-        metrics: prometheus::Registry::new(),
-        state: StateSlot::default(),
-        stores: StoreRegistry::default(),
-        targets: TargetsRegistry::default(),
-        global: GlobalConfig::default(),
-        base_dir: ".".into(),
-        data_dir: ".".into(),
+        ..StageContext::standalone("farm", rt.handle().clone(), ".")
     };
     let running = cfg.start(ctx).expect("starts");
     let targets: Vec<Labels> = (0..TARGETS)

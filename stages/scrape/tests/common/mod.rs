@@ -19,8 +19,7 @@ use panoptes_engine::clock::RealClock;
 use panoptes_engine::global::GlobalConfig;
 use panoptes_engine::port::{Downstream, EdgeCounters, Input, Output};
 use panoptes_engine::stage::{
-    CompileContext, Message, MessageType, RunningStage, StageContext, StageKind, StateSlot,
-    StoreRegistry, TargetsRegistry,
+    CompileContext, Message, MessageType, RunningStage, StageContext, StageKind, TargetsRegistry,
 };
 use panoptes_model::{is_stale_nan, Labels, SampleBatch, TargetGroup, TargetSet};
 use panoptes_scrape::ScrapeKind;
@@ -168,18 +167,11 @@ impl Harness {
         outputs.insert(String::new(), out);
         let targets = TargetsRegistry::default();
         let ctx = StageContext {
-            id: "node".into(),
             clock,
-            runtime: rt.handle().clone(),
             input: Some(Input::new(in_rx)),
             outputs,
-            metrics: prometheus::Registry::new(),
-            state: StateSlot::default(),
-            stores: StoreRegistry::default(),
             targets: targets.clone(),
-            global: GlobalConfig::default(),
-            base_dir: ".".into(),
-            data_dir: ".".into(),
+            ..StageContext::standalone("node", rt.handle().clone(), ".")
         };
         let running = cfg.start(ctx).expect("starts");
         Harness {
