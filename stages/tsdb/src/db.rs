@@ -580,21 +580,7 @@ impl Db {
             }
             let start = mint.div_euclid(range) * range;
             let end = start + range;
-            let data = self.head.read().block_data(start, end)?;
-            if !data.is_empty() {
-                let meta = block::write_block(
-                    &self.dir,
-                    start,
-                    end,
-                    &data,
-                    CompactionMeta {
-                        level: 1,
-                        sources: Vec::new(),
-                    },
-                    // The head lock is taken per chunk, so appends go on
-                    // while the block is written.
-                    &|c| self.head.read().decode_chunk(c),
-                )?;
+            if let Some(meta) = self.write_head_block(&self.dir, start, end)? {
                 let b = Block::open(&self.dir.join(&meta.ulid))?;
                 tracing::info!(block = %meta.ulid, min_time = start, max_time = end, series = meta.stats.num_series, samples = meta.stats.num_samples, "cut head block");
                 let mut blocks = self.blocks.write();
@@ -817,6 +803,34 @@ impl Db {
         Ok(affected)
     }
 
+    /// Writes the head's samples in `[start, end)` as one level-1 block
+    /// under `parent`; `None` when the head has nothing there.
+    fn write_head_block(
+        &self,
+        parent: &Path,
+        start: i64,
+        end: i64,
+    ) -> Result<Option<block::BlockMeta>, TsdbError> {
+        let data = self.head.read().block_data(start, end)?;
+        if data.is_empty() {
+            return Ok(None);
+        }
+        let meta = block::write_block(
+            parent,
+            start,
+            end,
+            &data,
+            CompactionMeta {
+                level: 1,
+                sources: Vec::new(),
+            },
+            // The head lock is taken per chunk, so appends go on while the
+            // block is written.
+            &|c| self.head.read().decode_chunk(c),
+        )?;
+        Ok(Some(meta))
+    }
+
     /// Writes a consistent copy of the database into `target` (created; must
     /// not exist or be empty): every block hard-linked (copied across file
     /// systems), plus, with `with_head`, the head's current data as one more
@@ -838,19 +852,7 @@ impl Db {
                 (h.min_time(), h.max_time())
             };
             if mint != i64::MAX && maxt != i64::MIN {
-                let data = self.head.read().block_data(mint, maxt.saturating_add(1))?;
-                if !data.is_empty() {
-                    let meta = block::write_block(
-                        target,
-                        mint,
-                        maxt.saturating_add(1),
-                        &data,
-                        CompactionMeta {
-                            level: 1,
-                            sources: Vec::new(),
-                        },
-                        &|c| self.head.read().decode_chunk(c),
-                    )?;
+                if let Some(meta) = self.write_head_block(target, mint, maxt.saturating_add(1))? {
                     written.push(meta.ulid);
                 }
             }
