@@ -978,16 +978,7 @@ impl<'a> Evaluator<'a> {
             if let Some(caps) = re.captures(&sv) {
                 let mut res = String::new();
                 caps.expand(&repl, &mut res);
-                let mut b = s.labels.to_builder();
-                if res.is_empty() {
-                    b.del(&dst);
-                } else {
-                    b.set(dst.as_str(), res.as_str());
-                }
-                s.labels = Arc::new(b.build());
-                if dst == METRIC_NAME {
-                    s.drop_name = false;
-                }
+                set_destination_label(&mut s, &dst, &res);
             }
             out.push(s);
         }
@@ -1014,16 +1005,7 @@ impl<'a> Evaluator<'a> {
                 .map(|l| s.labels.get(l).unwrap_or(""))
                 .collect::<Vec<_>>()
                 .join(&sep);
-            let mut b = s.labels.to_builder();
-            if joined.is_empty() {
-                b.del(&dst);
-            } else {
-                b.set(dst.as_str(), joined.as_str());
-            }
-            s.labels = Arc::new(b.build());
-            if dst == METRIC_NAME {
-                s.drop_name = false;
-            }
+            set_destination_label(&mut s, &dst, &joined);
             out.push(s);
         }
         Ok(EvalVal::Vector(merge_same_labels(out)?))
@@ -1406,6 +1388,21 @@ fn format_quantile_label(q: f64) -> String {
         s
     } else {
         format!("{s}.0")
+    }
+}
+
+/// Sets (or, for an empty value, removes) the destination label of
+/// `label_replace` / `label_join`; writing `__name__` keeps the name.
+fn set_destination_label(s: &mut StepSeries, dst: &str, value: &str) {
+    let mut b = s.labels.to_builder();
+    if value.is_empty() {
+        b.del(dst);
+    } else {
+        b.set(dst, value);
+    }
+    s.labels = Arc::new(b.build());
+    if dst == METRIC_NAME {
+        s.drop_name = false;
     }
 }
 
