@@ -69,6 +69,13 @@ impl Labels {
         Labels(labels.into())
     }
 
+    /// Whether both are clones of one allocation. Label sets are
+    /// immutable, so this implies equal labels; consumers that keep a clone
+    /// use it to recognise a series again without reading its labels.
+    pub fn same_allocation(&self, other: &Labels) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

@@ -18,6 +18,7 @@ use crate::block::{self, Block, BlockError, CompactionMeta};
 use crate::chunk::ChunkError;
 use crate::head::{self, merge_samples, Head, RejectReason, Verdict};
 use crate::postings::PostingsSource;
+use crate::source_refs::SourceRefs;
 use crate::wal::{self, FsyncPolicy, Record, RefSample, Wal, WalError, WalOptions};
 
 /// Milliseconds in an hour and a day.
@@ -186,7 +187,13 @@ struct Appender {
     refs: Vec<Option<u32>>,
     accepted: Vec<(RefSample, Verdict)>,
     samples_tmp: Vec<RefSample>,
-    last: HashMap<u32, (i64, u64), head::RefHash>,
+    /// Per series reference: the number of the batch that last judged a
+    /// sample of it, and that sample (so a batch judges its own repeats
+    /// against what it accepted, without a map).
+    judged_in: Vec<u32>,
+    judged_last: Vec<(i64, u64)>,
+    batch_no: u32,
+    source_refs: SourceRefs,
     ooo_seen: HashMap<(u32, i64), u64, head::RefHash>,
     series_rec: Vec<u8>,
     samples_rec: Vec<u8>,
@@ -200,7 +207,10 @@ impl Appender {
             refs: Vec::new(),
             accepted: Vec::new(),
             samples_tmp: Vec::new(),
-            last: HashMap::default(),
+            judged_in: Vec::new(),
+            judged_last: Vec::new(),
+            batch_no: 0,
+            source_refs: SourceRefs::default(),
             ooo_seen: HashMap::default(),
             series_rec: Vec::new(),
             samples_rec: Vec::new(),
@@ -399,12 +409,15 @@ impl Db {
         let app = &mut *guard;
         let n = batch.samples.len();
         // Resolve series, creating the missing ones.
-        app.refs.clear();
-        {
+        app.source_refs
+            .resolve_into(&batch.source, &batch.samples, &mut app.refs);
+        if app.refs.iter().any(|r| r.is_none()) {
             let head = self.head.read();
-            for s in &batch.samples {
-                let h = head::label_hash(&s.labels, &mut app.hash_buf);
-                app.refs.push(head.lookup_key(&app.hash_buf, h));
+            for (s, r) in batch.samples.iter().zip(app.refs.iter_mut()) {
+                if r.is_none() {
+                    let h = head::label_hash(&s.labels, &mut app.hash_buf);
+                    *r = head.lookup_key(&app.hash_buf, h);
+                }
             }
         }
         let mut new_series: Vec<(u32, Labels)> = Vec::new();
@@ -427,16 +440,36 @@ impl Db {
         let mut rejected = [0u64; 4];
         app.accepted.clear();
         app.accepted.reserve(n);
-        app.last.clear();
+        app.source_refs
+            .remember(&batch.source, &batch.samples, &app.refs);
         app.ooo_seen.clear();
+        app.batch_no = app.batch_no.wrapping_add(1);
+        if app.batch_no == 0 {
+            // Wrapped: old stamps could now look current.
+            app.judged_in.fill(0);
+            app.batch_no = 1;
+        }
         {
             let head = self.head.read();
+            let n_refs = head.next_ref() as usize;
+            if app.judged_in.len() < n_refs {
+                app.judged_in.resize(n_refs, 0);
+                app.judged_last.resize(n_refs, (i64::MIN, 0));
+            }
             for (s, r) in batch.samples.iter().zip(&app.refs) {
                 let Some(r) = *r else {
                     rejected[reason_index(RejectReason::EmptyLabels)] += 1;
                     continue;
                 };
-                let prev = *app.last.entry(r).or_insert_with(|| head.last_sample(r));
+                let ri = r as usize;
+                let prev = if app.judged_in[ri] == app.batch_no {
+                    app.judged_last[ri]
+                } else {
+                    app.judged_in[ri] = app.batch_no;
+                    let p = head.last_sample(r);
+                    app.judged_last[ri] = p;
+                    p
+                };
                 let mut verdict = head.verdict(r, prev, s.timestamp_ms, s.value);
                 if verdict == Verdict::OutOfOrder {
                     if let Some(&bits) = app.ooo_seen.get(&(r, s.timestamp_ms)) {
@@ -449,7 +482,7 @@ impl Db {
                 }
                 match verdict {
                     Verdict::InOrder => {
-                        app.last.insert(r, (s.timestamp_ms, s.value.to_bits()));
+                        app.judged_last[ri] = (s.timestamp_ms, s.value.to_bits());
                     }
                     Verdict::OutOfOrder => {
                         app.ooo_seen.insert((r, s.timestamp_ms), s.value.to_bits());
@@ -590,8 +623,10 @@ impl Db {
                 self.counters.blocks_cut.fetch_add(1, Ordering::Relaxed);
             }
             {
-                let _w = self.wal.lock();
+                let mut app = self.wal.lock();
                 self.head.write().truncate(end);
+                // Dropped series free their references for reuse.
+                app.source_refs.clear();
             }
             truncated_to = Some(end);
         }

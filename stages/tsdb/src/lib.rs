@@ -13,6 +13,7 @@ pub mod head;
 pub mod head_chunks;
 pub mod packed;
 pub mod postings;
+mod source_refs;
 pub mod wal;
 
 pub use analyze::{Analysis, BlockChurn};

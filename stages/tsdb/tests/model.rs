@@ -15,6 +15,8 @@ const RANGE: i64 = 10_000;
 enum Op {
     /// (series, jitter back in time, value code)
     Append(Vec<(u8, u16, u8)>, u16),
+    /// Every series once, in order, as a scrape sends them (value code).
+    Steady(u16, u8),
     Reopen,
     Cut,
     Compact,
@@ -24,6 +26,7 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (proptest::collection::vec((0u8..12, 0u16..2500, any::<u8>()), 1..20), 0u16..5000)
             .prop_map(|(s, adv)| Op::Append(s, adv)),
+        3 => (0u16..5000, any::<u8>()).prop_map(|(adv, code)| Op::Steady(adv, code)),
         1 => Just(Op::Reopen),
         1 => Just(Op::Cut),
         1 => Just(Op::Compact),
@@ -90,6 +93,9 @@ proptest! {
         let mut model: Model = BTreeMap::new();
         let mut last: BTreeMap<u8, i64> = BTreeMap::new();
         let mut clock: i64 = 1_000_000;
+        // One allocation per series, shared by every batch, as a scrape
+        // cache sends them (the store recognises them by allocation).
+        let pool: Vec<Labels> = (0..12).map(labels).collect();
         for op in ops {
             match op {
                 Op::Append(samples, advance) => {
@@ -99,11 +105,26 @@ proptest! {
                     for (s, jitter, code) in samples {
                         let t = clock - jitter as i64;
                         let v = value(code, t);
-                        batch.samples.push(Sample { labels: labels(s), timestamp_ms: t, value: v });
+                        batch.samples.push(Sample { labels: pool[s as usize].clone(), timestamp_ms: t, value: v });
                         let prev = last.get(&s).copied().unwrap_or(i64::MIN);
                         if t > prev && t >= min_valid {
                             last.insert(s, t);
                             model.entry(labels(s)).or_default().insert(t, v.to_bits());
+                        }
+                    }
+                    db.append(&batch).unwrap();
+                }
+                Op::Steady(advance, code) => {
+                    clock += advance as i64;
+                    let min_valid = db.blocks().iter().map(|b| b.meta.max_time).max().unwrap_or(i64::MIN);
+                    let mut batch = SampleBatch::new("steady");
+                    for s in 0..12u8 {
+                        let v = value(code.wrapping_add(s), clock);
+                        batch.samples.push(Sample { labels: pool[s as usize].clone(), timestamp_ms: clock, value: v });
+                        let prev = last.get(&s).copied().unwrap_or(i64::MIN);
+                        if clock > prev && clock >= min_valid {
+                            last.insert(s, clock);
+                            model.entry(labels(s)).or_default().insert(clock, v.to_bits());
                         }
                     }
                     db.append(&batch).unwrap();
