@@ -60,7 +60,7 @@ impl SourceRefs {
     /// position, touching only positions that changed.
     pub fn remember(&mut self, source: &Arc<str>, samples: &[Sample], refs: &[Option<u32>]) {
         self.appends += 1;
-        if self.appends % SWEEP_EVERY == 0 {
+        if self.appends.is_multiple_of(SWEEP_EVERY) {
             self.sweep();
         }
         let n = samples.len();
