@@ -4,8 +4,14 @@
 //! Like Prometheus's scrape cache, the labels of a series are computed once
 //! (target labels merged, `exported_` conflicts resolved, metric relabeling,
 //! limits checked) and then found by the exact `name{labels}` text of its
-//! line, so a steady-state scrape does one hash lookup per line. Entries not
-//! seen for [`EVICT_AFTER`] scrapes are forgotten.
+//! line. Real exporters serve the same lines in the same order scrape after
+//! scrape, so the cache remembers the previous successful scrape's order
+//! and, in the steady state, finds line i's entry at position i of that
+//! order: every structure is then walked sequentially (entry slab, output
+//! slab, order vectors) and the hash map is only the fallback. Duplicates
+//! and staleness are tracked with per-output-series scrape stamps rather
+//! than per-scrape sets. Entries not seen for [`EVICT_AFTER`] scrapes are
+//! forgotten, and output series with them; both slabs reuse freed slots.
 //!
 //! The cache is keyed by the 128-bit xxh3 hash of that text rather than the
 //! text itself: the lookup then touches no out-of-line key (a cache miss per
@@ -13,7 +19,7 @@
 //! concern. Label names are interned per target so that the label sets of
 //! all its series share their name strings.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -59,15 +65,39 @@ pub struct AppendResult {
     pub error: Option<ScrapeError>,
 }
 
+/// Marks an entry whose series metric relabeling drops (no output slot).
+const NO_OUTPUT: u32 = u32::MAX;
+
+/// One distinct line text (`name{labels}`) of the target.
 struct CacheEntry {
-    /// Final labels and their hash; None when metric relabeling drops it.
-    out: Option<(Labels, u64)>,
-    /// Last scrape whose body contained the line (for eviction).
+    /// The xxh3-128 hash of the line's series text (the index key).
+    key: u128,
+    /// Last scrape whose body contained the line (for eviction); 0 for a
+    /// free slot.
     touched: u64,
+    /// Slot in the outputs table, or [`NO_OUTPUT`] when metric relabeling
+    /// drops the series.
+    out: u32,
+    /// Position of the line in the order of the scrape that last saw it: a
+    /// hint for re-synchronising with `prev`, checked before use.
+    pos: u32,
+}
+
+/// One distinct output label set (after metric relabeling). Different line
+/// texts can share one (`a{x=""}` and `a`): duplicates and staleness are
+/// per output series.
+struct OutputSeries {
+    labels: Labels,
+    /// `labels.stable_hash()`, the key of the dedup map.
+    hash: u64,
+    /// Last scrape that emitted it (duplicate detection).
+    last_seen: u64,
     /// Last successful scrape that emitted it with staleness tracking.
     emitted: u64,
     /// Last scrape (successful or not) that emitted it with tracking.
     current: u64,
+    /// Live entries pointing here; 0 for a free slot.
+    refs: u32,
 }
 
 /// A hasher for keys that already are hashes.
@@ -92,21 +122,40 @@ impl Hasher for IdentityHasher {
     }
 }
 
-type HashSet64 = HashSet<u64, BuildHasherDefault<IdentityHasher>>;
+type IdentityMap<K> = HashMap<K, u32, BuildHasherDefault<IdentityHasher>>;
 
 /// The series cache of one target.
+///
+/// Entries and output series live in slabs (`Vec`s with free lists); the
+/// hash maps are only consulted when the previous scrape's order does not
+/// predict the line (`index`) or when an entry is created (`out_index`).
 pub struct SeriesCache {
-    entries: HashMap<u128, CacheEntry, BuildHasherDefault<IdentityHasher>>,
+    /// Entry slab, indexed by the values of `index`.
+    entries: Vec<CacheEntry>,
+    /// Free entry slots.
+    free_entries: Vec<u32>,
+    /// Line hash -> entry slot: the fallback when `prev` does not predict.
+    index: IdentityMap<u128>,
+    /// Output series slab.
+    outputs: Vec<OutputSeries>,
+    /// Free output slots.
+    free_outputs: Vec<u32>,
+    /// Output labels hash -> output slot (dedup of output label sets).
+    out_index: IdentityMap<u64>,
+    /// The sample lines of the last successful scrape, in order.
+    prev: Vec<(u128, u32)>,
+    /// The sample lines of the current scrape (becomes `prev` on success).
+    next: Vec<(u128, u32)>,
     /// Interned label names.
     names: HashMap<Box<str>, Arc<str>>,
     /// The current scrape number (starts at 1).
     iter: u64,
     /// The last successful scrape, whose series are candidates for staleness.
     last_ok: u64,
-    /// Output series hashes of the current scrape (dedup, staleness).
-    seen: HashSet64,
     /// Capacity hint for the next sample vector.
     last_len: usize,
+    /// Lines of the last scrape that `prev` did not predict (map lookups).
+    misses: usize,
 }
 
 impl Default for SeriesCache {
@@ -118,22 +167,46 @@ impl Default for SeriesCache {
 impl SeriesCache {
     pub fn new() -> Self {
         SeriesCache {
-            entries: HashMap::default(),
+            entries: Vec::new(),
+            free_entries: Vec::new(),
+            index: IdentityMap::default(),
+            outputs: Vec::new(),
+            free_outputs: Vec::new(),
+            out_index: IdentityMap::default(),
+            prev: Vec::new(),
+            next: Vec::new(),
             names: HashMap::new(),
             iter: 0,
             last_ok: 0,
-            seen: HashSet64::default(),
             last_len: 0,
+            misses: 0,
         }
     }
 
     /// Number of cached series (kept and dropped).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.index.is_empty()
+    }
+
+    /// Number of distinct output series held (for tests: bounded by churn).
+    pub fn output_len(&self) -> usize {
+        self.out_index.len()
+    }
+
+    /// Allocated slots (live and free) of the two slabs.
+    pub fn slab_capacity(&self) -> (usize, usize) {
+        (self.entries.len(), self.outputs.len())
+    }
+
+    /// Sample lines of the last scrape whose entry was not where the
+    /// previous successful scrape's order predicted (found by hash lookup,
+    /// or new).
+    pub fn last_misses(&self) -> usize {
+        self.misses
     }
 
     /// Parses `body` and appends its samples at `ts` (ms). On any failure
@@ -147,7 +220,7 @@ impl SeriesCache {
         s: &AppendSettings,
     ) -> AppendResult {
         self.iter += 1;
-        self.seen.clear();
+        let iter = self.iter;
         let mut res = AppendResult::default();
         // Room for the synthetic series and a few stale markers too, so the
         // vector is not reallocated after the body.
@@ -155,6 +228,11 @@ impl SeriesCache {
         let mut metadata: HashMap<&str, MetricMetadata> = HashMap::new();
         let limit = s.limits.sample_limit;
         let mut error = None;
+        self.next.clear();
+        self.next.reserve(self.prev.len());
+        // Where in `prev` the next line is expected.
+        let mut cursor = 0usize;
+        self.misses = 0;
         for entry in Parser::new(body, format) {
             let entry = match entry {
                 Ok(e) => e,
@@ -182,33 +260,64 @@ impl SeriesCache {
                 }
             };
             res.scraped += 1;
-            let iter = self.iter;
             let key = xxh3_128(se.series.as_bytes());
-            let entry = match self.entries.get_mut(&key) {
-                Some(e) => e,
-                None => {
-                    let out = match new_series(&mut self.names, se.name, &se.labels, s) {
-                        Ok(out) => out,
-                        Err(e) => {
-                            error = Some(e);
-                            break;
+            // The steady state: the line the previous scrape had here.
+            let idx = match self.prev.get(cursor) {
+                Some(&(k, idx)) if k == key => {
+                    cursor += 1;
+                    idx
+                }
+                _ => {
+                    self.misses += 1;
+                    match self.index.get(&key) {
+                        Some(&idx) => {
+                            // Re-synchronise: continue after where this line was
+                            // in the previous scrape. An inserted line (new to
+                            // the cache) leaves the cursor alone and the next
+                            // line hits again; after a removed line the first
+                            // following line finds its old position here; a
+                            // moved line costs one lookup and re-anchors the
+                            // cursor. So each disturbance costs O(1) map probes
+                            // instead of making every later line miss. `pos` may
+                            // come from a failed scrape's order or an earlier
+                            // duplicate of this line: it is only a hint, used
+                            // when `prev` confirms it.
+                            let p = self.entries[idx as usize].pos as usize;
+                            if self.prev.get(p).is_some_and(|&(_, i)| i == idx) {
+                                cursor = p + 1;
+                            }
+                            idx
                         }
-                    };
-                    if out.is_some() {
-                        res.added += 1;
+                        None => {
+                            let out = match new_series(&mut self.names, se.name, &se.labels, s) {
+                                Ok(out) => out,
+                                Err(e) => {
+                                    error = Some(e);
+                                    break;
+                                }
+                            };
+                            if out.is_some() {
+                                res.added += 1;
+                            }
+                            let out = match out {
+                                Some((labels, hash)) => self.output_slot(labels, hash),
+                                None => NO_OUTPUT,
+                            };
+                            self.new_entry(key, out)
+                        }
                     }
-                    self.entries.entry(key).or_insert(CacheEntry {
-                        out,
-                        touched: 0,
-                        emitted: 0,
-                        current: 0,
-                    })
                 }
             };
+            let pos = self.next.len() as u32;
+            self.next.push((key, idx));
+            let entry = &mut self.entries[idx as usize];
+            debug_assert_eq!(entry.key, key, "prev names a live entry");
             entry.touched = iter;
-            let Some((labels, hash)) = &entry.out else {
+            entry.pos = pos;
+            if entry.out == NO_OUTPUT {
                 continue;
-            };
+            }
+            let slot = entry.out as usize;
             res.post_relabel += 1;
             if limit > 0 && res.post_relabel > limit {
                 // Keep counting (the synthetic series report the totals)
@@ -217,17 +326,19 @@ impl SeriesCache {
                 continue;
             }
             let explicit_ts = se.timestamp_ms.filter(|_| s.honor_timestamps);
-            if !self.seen.insert(*hash) {
+            let o = &mut self.outputs[slot];
+            if o.last_seen == iter {
                 res.duplicates += 1;
                 continue;
             }
+            o.last_seen = iter;
             if explicit_ts.is_none() {
                 // Only series without their own timestamp go stale, as in
                 // Prometheus.
-                entry.current = iter;
+                o.current = iter;
             }
             samples.push(Sample {
-                labels: labels.clone(),
+                labels: o.labels.clone(),
                 timestamp_ms: explicit_ts.unwrap_or(ts),
                 value: se.value,
             });
@@ -241,6 +352,7 @@ impl SeriesCache {
         if let Some(e) = error {
             return self.fail_with(ts, e, res);
         }
+        std::mem::swap(&mut self.prev, &mut self.next);
         self.last_len = samples.len();
         res.metadata = metadata.into_values().collect();
         res.metadata
@@ -253,12 +365,10 @@ impl SeriesCache {
     /// Records a scrape that failed before a body could be parsed.
     pub fn fail(&mut self, ts: i64, error: ScrapeError) -> AppendResult {
         self.iter += 1;
-        self.seen.clear();
         self.fail_with(ts, error, AppendResult::default())
     }
 
     fn fail_with(&mut self, ts: i64, error: ScrapeError, mut res: AppendResult) -> AppendResult {
-        self.seen.clear();
         let mut samples = Vec::new();
         self.finish(ts, &mut samples, false);
         res.samples = samples;
@@ -271,10 +381,64 @@ impl SeriesCache {
     /// target that went away.
     pub fn end_of_run(&mut self, ts: i64) -> Vec<Sample> {
         self.iter += 1;
-        self.seen.clear();
         let mut samples = Vec::new();
         self.finish(ts, &mut samples, false);
         samples
+    }
+
+    /// The output slot of `labels`, shared with any other line text that
+    /// produces the same labels.
+    fn output_slot(&mut self, labels: Labels, hash: u64) -> u32 {
+        if let Some(&slot) = self.out_index.get(&hash) {
+            let o = &mut self.outputs[slot as usize];
+            if o.labels == labels {
+                o.refs += 1;
+                return slot;
+            }
+            // A 64-bit collision between different label sets: the new one
+            // gets a slot of its own, outside the map (see `release_output`).
+        }
+        let o = OutputSeries {
+            labels,
+            hash,
+            last_seen: 0,
+            emitted: 0,
+            current: 0,
+            refs: 1,
+        };
+        let slot = match self.free_outputs.pop() {
+            Some(slot) => {
+                self.outputs[slot as usize] = o;
+                slot
+            }
+            None => {
+                self.outputs.push(o);
+                (self.outputs.len() - 1) as u32
+            }
+        };
+        self.out_index.entry(hash).or_insert(slot);
+        slot
+    }
+
+    fn new_entry(&mut self, key: u128, out: u32) -> u32 {
+        let e = CacheEntry {
+            key,
+            touched: 0,
+            out,
+            pos: u32::MAX,
+        };
+        let idx = match self.free_entries.pop() {
+            Some(idx) => {
+                self.entries[idx as usize] = e;
+                idx
+            }
+            None => {
+                self.entries.push(e);
+                (self.entries.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, idx);
+        idx
     }
 
     /// Appends stale markers for series emitted by the last successful
@@ -282,30 +446,62 @@ impl SeriesCache {
     fn finish(&mut self, ts: i64, samples: &mut Vec<Sample>, ok: bool) {
         let iter = self.iter;
         let last_ok = self.last_ok;
-        let mut stale = HashSet64::default();
-        let seen = &self.seen;
-        self.entries.retain(|_, e| {
-            let was_emitted = e.emitted;
-            if ok && e.current == iter {
-                e.emitted = iter;
+        for o in &mut self.outputs {
+            if o.refs == 0 {
+                continue;
             }
-            if let Some((labels, hash)) = &e.out {
-                let was_live = last_ok > 0 && was_emitted == last_ok;
-                if was_live && !seen.contains(hash) && stale.insert(*hash) {
-                    samples.push(Sample {
-                        labels: labels.clone(),
-                        timestamp_ms: ts,
-                        value: stale_nan(),
-                    });
-                }
+            let was_live = last_ok > 0 && o.emitted == last_ok;
+            if ok && o.current == iter {
+                o.emitted = iter;
             }
-            iter.saturating_sub(e.touched) <= EVICT_AFTER
-        });
+            // A failed scrape emitted nothing, whatever it parsed.
+            if was_live && !(ok && o.last_seen == iter) {
+                samples.push(Sample {
+                    labels: o.labels.clone(),
+                    timestamp_ms: ts,
+                    value: stale_nan(),
+                });
+            }
+        }
+        let mut evicted = false;
+        for idx in 0..self.entries.len() {
+            let e = &mut self.entries[idx];
+            if e.touched == 0 || iter.saturating_sub(e.touched) <= EVICT_AFTER {
+                continue;
+            }
+            let (key, out) = (e.key, e.out);
+            e.touched = 0;
+            evicted = true;
+            self.index.remove(&key);
+            self.free_entries.push(idx as u32);
+            if out != NO_OUTPUT {
+                self.release_output(out);
+            }
+        }
+        // A successful scrape's order names only entries it touched; an
+        // older one may name evicted (and reused) slots.
+        if evicted && !ok {
+            self.prev.clear();
+        }
         self.last_ok = if ok { iter } else { 0 };
         // A target inventing label names forever must not grow this.
         if self.names.len() > MAX_INTERNED_NAMES {
             self.names.clear();
         }
+    }
+
+    fn release_output(&mut self, slot: u32) {
+        let o = &mut self.outputs[slot as usize];
+        o.refs -= 1;
+        if o.refs > 0 {
+            return;
+        }
+        o.labels = Labels::empty();
+        let hash = o.hash;
+        if self.out_index.get(&hash) == Some(&slot) {
+            self.out_index.remove(&hash);
+        }
+        self.free_outputs.push(slot);
     }
 }
 
@@ -604,5 +800,252 @@ mod tests {
             c.append(b"b 1\n", Format::PrometheusText, 2000 + i as i64, &s);
         }
         assert_eq!(c.len(), 1, "a was evicted");
+    }
+
+    fn lines(names: &[String], value: usize) -> Vec<u8> {
+        names
+            .iter()
+            .map(|n| format!("{n} {value}\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    fn stale_names(r: &AppendResult) -> Vec<String> {
+        r.samples
+            .iter()
+            .filter(|x| is_stale_nan(x.value))
+            .map(|x| x.labels.metric_name().unwrap_or("").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn reordered_lines() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        c.append(b"a 1\nb 2\nc 3\n", Format::PrometheusText, 1000, &s);
+        let r = c.append(b"a 1\nb 2\nc 3\n", Format::PrometheusText, 2000, &s);
+        assert_eq!(c.last_misses(), 0, "steady state uses the previous order");
+        assert_eq!(r.samples.len(), 3);
+        let r = c.append(b"c 30\na 10\nb 20\n", Format::PrometheusText, 3000, &s);
+        assert!(r.error.is_none());
+        assert_eq!((r.added, r.duplicates), (0, 0));
+        let got: Vec<_> = r
+            .samples
+            .iter()
+            .map(|x| (x.labels.metric_name().unwrap().to_string(), x.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("c".to_string(), 30.0),
+                ("a".to_string(), 10.0),
+                ("b".to_string(), 20.0)
+            ]
+        );
+        // `c` and `a` moved (one lookup each); `b` follows `a` again.
+        assert_eq!(c.last_misses(), 2);
+        // The new order is the one predicted next time.
+        c.append(b"c 30\na 10\nb 20\n", Format::PrometheusText, 4000, &s);
+        assert_eq!(c.last_misses(), 0);
+        // A full reversal still gives every line its own labels.
+        let r = c.append(b"b 2\na 1\nc 3\n", Format::PrometheusText, 5000, &s);
+        assert_eq!(
+            names(&r),
+            [
+                "b{instance=\"h:1\", job=\"node\"}",
+                "a{instance=\"h:1\", job=\"node\"}",
+                "c{instance=\"h:1\", job=\"node\"}",
+            ]
+        );
+    }
+
+    #[test]
+    fn inserted_line_in_the_middle() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        let mut series: Vec<String> = (0..100).map(|i| format!("m{{i=\"{i}\"}}")).collect();
+        c.append(&lines(&series, 1), Format::PrometheusText, 1000, &s);
+        series.insert(50, "new_one".to_string());
+        let r = c.append(&lines(&series, 2), Format::PrometheusText, 2000, &s);
+        assert!(r.error.is_none());
+        assert_eq!((r.added, r.samples.len()), (1, 101));
+        assert!(stale_names(&r).is_empty());
+        assert_eq!(c.last_misses(), 1, "only the new line misses");
+        assert_eq!(r.samples[50].labels.metric_name(), Some("new_one"));
+        assert_eq!(r.samples[51].labels.get("i"), Some("50"));
+        assert_eq!(r.samples[100].labels.get("i"), Some("99"));
+        c.append(&lines(&series, 3), Format::PrometheusText, 3000, &s);
+        assert_eq!(c.last_misses(), 0);
+    }
+
+    #[test]
+    fn removed_line() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        let mut series: Vec<String> = (0..100).map(|i| format!("m_{i}")).collect();
+        c.append(&lines(&series, 1), Format::PrometheusText, 1000, &s);
+        series.remove(50);
+        let r = c.append(&lines(&series, 2), Format::PrometheusText, 2000, &s);
+        assert!(r.error.is_none());
+        assert_eq!(c.last_misses(), 1, "the line after the gap re-synchronises");
+        assert_eq!(stale_names(&r), ["m_50"]);
+        assert_eq!(r.samples.len(), 99 + 1);
+        assert_eq!(r.samples[50].labels.metric_name(), Some("m_51"));
+        // Removing the first and the last line too.
+        series.remove(0);
+        series.pop();
+        let r = c.append(&lines(&series, 3), Format::PrometheusText, 3000, &s);
+        assert_eq!(c.last_misses(), 1);
+        let mut stale = stale_names(&r);
+        stale.sort();
+        assert_eq!(stale, ["m_0", "m_99"]);
+    }
+
+    #[test]
+    fn duplicate_output_series_from_different_texts() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        // An empty label value is no label: both lines are the series `a`.
+        let r = c.append(b"a{x=\"\"} 1\na 2\nb 3\n", Format::PrometheusText, 1000, &s);
+        assert!(r.error.is_none());
+        assert_eq!((r.samples.len(), r.duplicates, r.added), (2, 1, 3));
+        assert_eq!(r.samples[0].value, 1.0, "the first line wins");
+        assert_eq!((c.len(), c.output_len()), (3, 2));
+        // Still emitted (by the other text): not stale.
+        let r = c.append(b"a 4\nb 5\n", Format::PrometheusText, 2000, &s);
+        assert_eq!((r.samples.len(), r.duplicates), (2, 0));
+        assert!(stale_names(&r).is_empty());
+        let r = c.append(b"b 5\n", Format::PrometheusText, 3000, &s);
+        assert_eq!(stale_names(&r), ["a"], "one marker per output series");
+
+        // The same through metric relabeling: dropping a label merges two
+        // lines into one output series.
+        let s = settings(
+            json!([{"regex": "x", "action": "labeldrop"}]),
+            Limits::default(),
+            false,
+        );
+        let mut c = SeriesCache::new();
+        let r = c.append(
+            b"m{x=\"1\"} 1\nm{x=\"2\"} 2\n",
+            Format::PrometheusText,
+            1000,
+            &s,
+        );
+        assert_eq!((r.samples.len(), r.duplicates), (1, 1));
+        let r = c.append(b"m{x=\"2\"} 2\n", Format::PrometheusText, 2000, &s);
+        assert_eq!((r.samples.len(), r.duplicates), (1, 0));
+        assert!(stale_names(&r).is_empty());
+        // Evicting one of the texts keeps the output series of the other.
+        for i in 0..=EVICT_AFTER {
+            let r = c.append(
+                b"m{x=\"2\"} 2\n",
+                Format::PrometheusText,
+                3000 + i as i64,
+                &s,
+            );
+            assert_eq!(r.samples.len(), 1);
+        }
+        assert_eq!((c.len(), c.output_len()), (1, 1));
+        let r = c.append(
+            b"m{x=\"1\"} 1\nm{x=\"2\"} 2\n",
+            Format::PrometheusText,
+            9000,
+            &s,
+        );
+        assert_eq!((r.samples.len(), r.duplicates, r.added), (1, 1, 1));
+        assert_eq!(c.output_len(), 1);
+    }
+
+    #[test]
+    fn churn_keeps_the_cache_bounded() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        let per_scrape = 100u64;
+        for scrape in 0..50u64 {
+            // Half the lines stay, half are new every scrape.
+            let mut series: Vec<String> =
+                (0..per_scrape / 2).map(|i| format!("stable_{i}")).collect();
+            series.extend(
+                (0..per_scrape / 2).map(|i| format!("churn{{gen=\"{scrape}\",i=\"{i}\"}}")),
+            );
+            let r = c.append(
+                &lines(&series, scrape as usize),
+                Format::PrometheusText,
+                1000 * (scrape as i64 + 1),
+                &s,
+            );
+            assert!(r.error.is_none());
+            assert_eq!(r.samples.len() - stale_names(&r).len(), per_scrape as usize);
+            if scrape > 0 {
+                assert_eq!(stale_names(&r).len(), (per_scrape / 2) as usize);
+                assert_eq!(r.added, (per_scrape / 2) as usize);
+                assert_eq!(c.last_misses(), (per_scrape / 2) as usize);
+            }
+            let bound = (per_scrape / 2 * (EVICT_AFTER + 2)) as usize + per_scrape as usize / 2;
+            assert!(c.len() <= bound, "{} entries after {scrape}", c.len());
+            assert!(c.output_len() <= bound);
+            let (entries, outputs) = c.slab_capacity();
+            assert!(entries <= bound && outputs <= bound, "{entries} {outputs}");
+        }
+        // Once the churning series are gone, a quiet target shrinks back.
+        let stable: Vec<String> = (0..per_scrape / 2).map(|i| format!("stable_{i}")).collect();
+        for i in 0..=EVICT_AFTER + 1 {
+            c.append(
+                &lines(&stable, 1),
+                Format::PrometheusText,
+                100_000 + i as i64,
+                &s,
+            );
+        }
+        assert_eq!((c.len(), c.output_len()), (50, 50));
+    }
+
+    #[test]
+    fn evicted_slots_are_not_predicted_after_failures() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        c.append(b"a 1\nb 2\n", Format::PrometheusText, 1000, &s);
+        for i in 0..=EVICT_AFTER {
+            c.fail(
+                2000 + i as i64,
+                ScrapeError::Timeout(std::time::Duration::from_secs(1)),
+            );
+        }
+        assert!(c.is_empty());
+        // `x` reuses a freed slot; `a` at position 1 must not be taken for
+        // what the old order had there.
+        let r = c.append(b"x 1\nb 2\na 3\n", Format::PrometheusText, 9000, &s);
+        let got: Vec<_> = r
+            .samples
+            .iter()
+            .map(|x| (x.labels.metric_name().unwrap().to_string(), x.value))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("x".to_string(), 1.0),
+                ("b".to_string(), 2.0),
+                ("a".to_string(), 3.0)
+            ]
+        );
+        assert_eq!(r.added, 3);
+    }
+
+    #[test]
+    fn failed_scrape_keeps_the_last_good_order() {
+        let s = settings(json!([]), Limits::default(), false);
+        let mut c = SeriesCache::new();
+        c.append(b"a 1\nb 2\nc 3\n", Format::PrometheusText, 1000, &s);
+        // A parse error after a reordered prefix.
+        let r = c.append(b"c 1\nb 2\n{ 3\n", Format::PrometheusText, 2000, &s);
+        assert!(r.error.is_some());
+        let r = c.append(b"a 1\nb 2\nc 3\n", Format::PrometheusText, 3000, &s);
+        assert_eq!(c.last_misses(), 0);
+        assert_eq!(r.samples.len(), 3);
+        assert!(
+            stale_names(&r).is_empty(),
+            "the failure already marked them"
+        );
     }
 }
