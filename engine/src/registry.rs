@@ -38,7 +38,7 @@ impl Registry {
         self.checked_schema.get_or_init(|| {
             let schema = crate::schema::pipeline_schema(self);
             let validator = jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft202012)
+                .with_draft(jsonschema::Draft::Draft7)
                 .build(&schema)
                 .map_err(|e| e.to_string());
             CheckedSchema { schema, validator }

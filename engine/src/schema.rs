@@ -101,7 +101,7 @@ pub fn pipeline_schema(registry: &Registry) -> Value {
         }),
     );
     json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "Panoptes pipeline",
         "description": "A Panoptes pipeline: stages (discovery, scrape, relabel, store, …) and the edges between them.",
         "type": "object",

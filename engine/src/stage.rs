@@ -147,7 +147,7 @@ pub trait StageKind: Send + Sync + 'static {
     /// One line for `panoptes schema` / docs.
     fn description(&self) -> &'static str;
 
-    /// JSON Schema (draft 2020-12 compatible) of this kind's section *without*
+    /// JSON Schema (draft 7) of this kind's section *without*
     /// the engine's own keys `kind` and `inputs`: an object schema whose
     /// `properties` the engine merges with those keys. Unknown fields must be
     /// rejected (`additionalProperties: false`).
