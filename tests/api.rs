@@ -124,6 +124,23 @@ fn query_api_answers_in_prometheus_shapes() {
         assert!(metrics.contains(&m), "{metrics:?}");
     }
 
+    // Metadata from the scraped body, in Prometheus's shape: family ->
+    // list of distinct {type, help, unit}.
+    let (code, v) = json(&p, "/api/v1/metadata");
+    assert_eq!(code, 200);
+    assert_eq!(
+        v["data"]["demo_requests_total"],
+        serde_json::json!([{"type": "counter", "help": "Requests.", "unit": ""}])
+    );
+    assert_eq!(
+        v["data"]["demo_temp"],
+        serde_json::json!([{"type": "gauge", "help": "", "unit": ""}])
+    );
+    let (_, v) = json(&p, "/api/v1/metadata?metric=demo_temp");
+    assert_eq!(v["data"].as_object().unwrap().len(), 1);
+    let (_, v) = json(&p, "/api/v1/metadata?limit=1");
+    assert_eq!(v["data"].as_object().unwrap().len(), 1);
+
     let (_, v) = json(&p, "/api/v1/format_query?query=sum(rate(x[5m]))by(job)");
     assert_eq!(v["data"], "sum by (job) (rate(x[5m]))");
 

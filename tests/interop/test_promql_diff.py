@@ -192,6 +192,9 @@ API_CASES = [
     ("query with a generous timeout", "/api/v1/query", {"query": "sum(rate(http_requests_total[5m]))", "time": "@800.9",
                                                          "timeout": "30s"}),
     ("query with a bad timeout", "/api/v1/query", {"query": "1", "time": "@800.9", "timeout": "abc"}),
+    ("metadata of every scraped family", "/api/v1/metadata", {}),
+    ("metadata of one family", "/api/v1/metadata", {"metric": "http_requests_total"}),
+    ("metadata of an unknown family", "/api/v1/metadata", {"metric": "no_such_metric"}),
     ("query with a timeout it cannot meet", "/api/v1/query",
      # 360k subquery steps: seconds of work for either engine, so a 1ms timeout
      # fires on any machine (a [1h:1s] subquery finished inside 1ms on a fast one).
@@ -391,7 +394,13 @@ def compare_answers(pan, prom, ordered=False, strict_matrix_order=False):
     for key in ("warnings", "infos"):
         if sorted(pj.get(key) or []) != sorted(qj.get(key) or []):
             notes.append(f"{key} differ: Panoptes {pj.get(key)} / Prometheus {qj.get(key)}")
-    pd, qd = pj.get("data") or {}, qj.get("data") or {}
+    pd, qd = pj.get("data"), qj.get("data")
+    if not (isinstance(qd, dict) and "resultType" in qd):
+        # Not a query answer (metadata, labels, ...): the data must be equal.
+        if pd != qd:
+            diffs.append(f"data differ: Panoptes {json.dumps(pd)[:300]} / Prometheus {json.dumps(qd)[:300]}")
+        return diffs, notes
+    pd = pd if isinstance(pd, dict) else {}
     if pd.get("resultType") != qd.get("resultType"):
         diffs.append(f"resultType {pd.get('resultType')} != {qd.get('resultType')}")
         return diffs, notes

@@ -11,7 +11,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use panoptes_model::{Labels, Matcher, SampleBatch, Series, SeriesSelect, StorageError};
+use panoptes_model::{
+    Labels, Matcher, MetricMetadata, SampleBatch, Series, SeriesSelect, StorageError,
+};
 use parking_lot::{Mutex, RwLock};
 
 use crate::block::{self, Block, BlockError, CompactionMeta};
@@ -179,6 +181,11 @@ pub struct DbStats {
     pub checkpoints: u64,
 }
 
+/// Sources whose metadata is kept; metadata of sources beyond this is not
+/// recorded (a pipeline with more distinct batch sources than this is
+/// unusual, and the map must not grow without bound).
+const MAX_METADATA_SOURCES: usize = 100_000;
+
 /// The WAL plus scratch buffers reused by every append (the appender
 /// lock guards both).
 struct Appender {
@@ -242,6 +249,10 @@ pub struct Db {
     wal: Mutex<Appender>,
     blocks: RwLock<Vec<Arc<Block>>>,
     counters: Counters,
+    /// The latest metric metadata per batch source (a scrape target, a push
+    /// group set), for `/api/v1/metadata`. Kept in memory only, as
+    /// Prometheus keeps it in its scrape caches.
+    metadata: RwLock<HashMap<Arc<str>, Arc<[MetricMetadata]>>>,
     maintenance: Mutex<()>,
     /// Holds an exclusive `flock` on `<dir>/lock` while open: two writers
     /// on one WAL would corrupt it.
@@ -372,9 +383,48 @@ impl Db {
             wal: Mutex::new(Appender::new(wal)),
             blocks: RwLock::new(blocks),
             counters,
+            metadata: RwLock::default(),
             maintenance: Mutex::new(()),
             _lock: lock,
         })
+    }
+
+    /// Keeps the metadata a batch carries as its source's current metadata.
+    /// Batches without metadata (a failed scrape, stale markers) leave the
+    /// last known metadata in place, as a target's scrape cache does.
+    fn record_metadata(&self, batch: &SampleBatch) {
+        if batch.metadata.is_empty() {
+            return;
+        }
+        let known = self.metadata.read().get(&batch.source).cloned();
+        if known.is_some_and(|k| *k == *batch.metadata) {
+            return;
+        }
+        let mut all = self.metadata.write();
+        if all.len() >= MAX_METADATA_SOURCES && !all.contains_key(&batch.source) {
+            return;
+        }
+        all.insert(batch.source.clone(), batch.metadata.as_slice().into());
+    }
+
+    /// Every source's metadata, sorted by family, without exact repeats.
+    pub fn metadata(&self) -> Vec<MetricMetadata> {
+        let mut out: Vec<MetricMetadata> = self
+            .metadata
+            .read()
+            .values()
+            .flat_map(|m| m.iter().cloned())
+            .collect();
+        out.sort_by(|a, b| {
+            (&a.metric_family, a.metric_type.as_str(), &a.help, &a.unit).cmp(&(
+                &b.metric_family,
+                b.metric_type.as_str(),
+                &b.help,
+                &b.unit,
+            ))
+        });
+        out.dedup();
+        out
     }
 
     pub fn dir(&self) -> &Path {
@@ -402,6 +452,7 @@ impl Db {
     /// accepted samples survive a crash of the process.
     pub fn append(&self, batch: &SampleBatch) -> Result<AppendOutcome, TsdbError> {
         let mut out = AppendOutcome::default();
+        self.record_metadata(batch);
         if batch.samples.is_empty() {
             return Ok(out);
         }
@@ -1133,6 +1184,10 @@ fn remove_block_dir(dir: &Path, block: &Path) -> Result<(), TsdbError> {
 }
 
 impl SeriesSelect for Db {
+    fn metadata(&self) -> Vec<MetricMetadata> {
+        Db::metadata(self)
+    }
+
     fn select(
         &self,
         matchers: &[Matcher],
