@@ -120,6 +120,46 @@ impl<'a> BitReader<'a> {
         BitReader { buf, pos: byte * 8 }
     }
 
+    /// Bits left to read.
+    #[inline]
+    pub fn remaining_bits(&self) -> usize {
+        (self.buf.len() * 8).saturating_sub(self.pos)
+    }
+
+    /// The 64 bits starting at the current position's byte, big endian;
+    /// bytes past the end read as zero.
+    #[inline(always)]
+    fn word(&self) -> u64 {
+        let byte = self.pos >> 3;
+        match self.buf.get(byte..byte + 8) {
+            Some(b) => u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            None => {
+                let mut tmp = [0u8; 8];
+                let rest = self.buf.get(byte..).unwrap_or_default();
+                tmp[..rest.len()].copy_from_slice(rest);
+                u64::from_be_bytes(tmp)
+            }
+        }
+    }
+
+    /// The next `n` bits (1 ≤ n ≤ 57) without consuming them, as the low
+    /// bits of a u64; bits past the end read as zero.
+    #[inline(always)]
+    pub fn peek_bits(&self, n: u8) -> u64 {
+        debug_assert!((1..=57).contains(&n));
+        (self.word() << (self.pos & 7)) >> (64 - n as u32)
+    }
+
+    /// Consumes `n` bits (already looked at with [`BitReader::peek_bits`]).
+    #[inline(always)]
+    pub fn skip_bits(&mut self, n: u8) -> Result<(), EndOfStream> {
+        if self.pos + n as usize > self.buf.len() * 8 {
+            return Err(EndOfStream(self.pos));
+        }
+        self.pos += n as usize;
+        Ok(())
+    }
+
     #[inline]
     pub fn read_bit(&mut self) -> Result<bool, EndOfStream> {
         let byte = self.pos >> 3;
@@ -130,24 +170,28 @@ impl<'a> BitReader<'a> {
     }
 
     /// Reads `n` bits (n ≤ 64) as the low bits of a u64.
-    #[inline]
-    pub fn read_bits(&mut self, mut n: u8) -> Result<u64, EndOfStream> {
+    #[inline(always)]
+    pub fn read_bits(&mut self, n: u8) -> Result<u64, EndOfStream> {
         debug_assert!(n <= 64);
         if self.pos + n as usize > self.buf.len() * 8 {
             return Err(EndOfStream(self.pos));
         }
-        let mut v: u64 = 0;
-        while n > 0 {
-            let byte = self.buf[self.pos >> 3];
-            let offset = (self.pos & 7) as u8;
-            let avail = 8 - offset;
-            let take = n.min(avail);
-            let chunk = (byte >> (avail - take)) & ((1u16 << take) - 1) as u8;
-            v = (v << take) | chunk as u64;
-            self.pos += take as usize;
-            n -= take;
+        match n {
+            0 => Ok(0),
+            1..=57 => {
+                let v = self.peek_bits(n);
+                self.pos += n as usize;
+                Ok(v)
+            }
+            _ => {
+                // Two reads: the word holds at least 57 bits past the position.
+                let hi = self.peek_bits(n - 32);
+                self.pos += (n - 32) as usize;
+                let lo = self.peek_bits(32);
+                self.pos += 32;
+                Ok((hi << 32) | lo)
+            }
         }
-        Ok(v)
     }
 
     pub fn read_uvarint(&mut self) -> Result<u64, EndOfStream> {
@@ -331,6 +375,29 @@ mod tests {
         assert_eq!(r.read_uvarint().unwrap(), 300);
         assert_eq!(r.read_varint().unwrap(), -5);
         assert!(r.read_bits(8).is_err());
+    }
+
+    #[test]
+    fn reads_at_every_offset_and_width_agree_with_single_bits() {
+        let bytes: Vec<u8> = (0..40u32)
+            .map(|i| (i.wrapping_mul(0x9e) ^ 0x5a) as u8)
+            .collect();
+        let total = bytes.len() * 8;
+        let bit = |i: usize| ((bytes[i / 8] >> (7 - i % 8)) & 1) as u64;
+        for start in 0..total {
+            for n in 0..=64u8 {
+                let mut r = BitReader::new(&bytes);
+                r.pos = start;
+                let got = r.read_bits(n);
+                if start + n as usize > total {
+                    assert!(got.is_err());
+                    continue;
+                }
+                let want = (start..start + n as usize).fold(0u64, |v, i| (v << 1) | bit(i));
+                assert_eq!(got.unwrap(), want, "start {start} n {n}");
+                assert_eq!(r.pos, start + n as usize);
+            }
+        }
     }
 
     #[test]

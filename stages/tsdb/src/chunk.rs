@@ -88,6 +88,22 @@ impl XorAppender {
         self.w.into_bytes().into_boxed_slice()
     }
 
+    /// Decodes the samples so far with `mint ≤ t ≤ maxt` into `out`,
+    /// without copying the chunk as [`XorAppender::bytes`] does.
+    pub fn decode_range(
+        &self,
+        mint: i64,
+        maxt: i64,
+        out: &mut Vec<(i64, f64)>,
+    ) -> Result<(), ChunkError> {
+        decode_iter_range(
+            XorIter::with_count(self.w.bytes(), self.count),
+            mint,
+            maxt,
+            out,
+        )
+    }
+
     /// Bytes of heap the encoder holds (for memory accounting).
     pub fn heap_bytes(&self) -> usize {
         self.w.bytes().len()
@@ -191,7 +207,14 @@ pub struct XorIter<'a> {
 impl<'a> XorIter<'a> {
     pub fn new(bytes: &'a [u8]) -> Result<Self, ChunkError> {
         let total = chunk_len(bytes)?;
-        Ok(XorIter {
+        Ok(Self::with_count(bytes, total))
+    }
+
+    /// Iterates over the first `total` samples of chunk bytes whose header
+    /// need not hold the count (an open chunk's encoder writes it only when
+    /// the chunk is finished).
+    fn with_count(bytes: &'a [u8], total: u16) -> Self {
+        XorIter {
             r: BitReader::at_byte(bytes, 2),
             total,
             read: 0,
@@ -201,9 +224,10 @@ impl<'a> XorIter<'a> {
             leading: 0,
             trailing: 0,
             failed: false,
-        })
+        }
     }
 
+    #[inline(always)]
     fn next_sample(&mut self) -> Result<(i64, f64), ChunkError> {
         match self.read {
             0 => {
@@ -226,12 +250,13 @@ impl<'a> XorIter<'a> {
         Ok((self.t, f64::from_bits(self.v_bits)))
     }
 
+    #[inline(always)]
     fn read_dod(&mut self) -> Result<i64, ChunkError> {
-        // Count leading one bits of the prefix (at most four).
-        let mut ones = 0;
-        while ones < 4 && self.r.read_bit()? {
-            ones += 1;
-        }
+        // The prefix is up to four one bits ended by a zero: look at four
+        // bits at once rather than one at a time.
+        let p = self.r.peek_bits(4) as u8;
+        let ones = ((!p) << 4).leading_zeros().min(4) as u8;
+        self.r.skip_bits(if ones < 4 { ones + 1 } else { 4 })?;
         let bits = match ones {
             0 => return Ok(0),
             1 => 14,
@@ -245,13 +270,20 @@ impl<'a> XorIter<'a> {
         Ok(((raw << shift) as i64) >> shift)
     }
 
+    #[inline(always)]
     fn read_value(&mut self) -> Result<(), ChunkError> {
-        if !self.r.read_bit()? {
+        // `0`: same value; `10`: XOR in the previous window; `11`: a new
+        // window (5 bits leading zeros, 6 bits significant bits) follows.
+        let p = self.r.peek_bits(2);
+        if p < 2 {
+            self.r.skip_bits(1)?;
             return Ok(());
         }
-        if self.r.read_bit()? {
-            self.leading = self.r.read_bits(5)? as u8;
-            let mut sig = self.r.read_bits(6)? as u8;
+        self.r.skip_bits(2)?;
+        if p == 3 {
+            let hdr = self.r.read_bits(11)?;
+            self.leading = (hdr >> 6) as u8;
+            let mut sig = (hdr & 63) as u8;
             if sig == 0 {
                 sig = 64;
             }
@@ -297,7 +329,16 @@ pub fn decode_range(
     maxt: i64,
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), ChunkError> {
-    for s in XorIter::new(bytes)? {
+    decode_iter_range(XorIter::new(bytes)?, mint, maxt, out)
+}
+
+fn decode_iter_range(
+    it: XorIter<'_>,
+    mint: i64,
+    maxt: i64,
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), ChunkError> {
+    for s in it {
         let (t, v) = s?;
         if t > maxt {
             break;
@@ -397,6 +438,25 @@ mod tests {
         for cut in 0..bytes.len() {
             let r = decode(&bytes[..cut]);
             assert!(r.is_err(), "cut at {cut} decoded");
+        }
+    }
+
+    #[test]
+    fn open_chunk_decodes_without_a_copy() {
+        let mut a = XorAppender::new();
+        let mut want = vec![];
+        for i in 0..50i64 {
+            let v = (i as f64 * 1.37).sin();
+            a.append(i * 1000 + i % 3, v);
+            want.push((i * 1000 + i % 3, v));
+            let mut got = vec![];
+            a.decode_range(i64::MIN, i64::MAX, &mut got).unwrap();
+            assert_eq!(got, want);
+            let mut part = vec![];
+            a.decode_range(5000, 20_000, &mut part).unwrap();
+            let mut copy = vec![];
+            decode_range(&a.bytes(), 5000, 20_000, &mut copy).unwrap();
+            assert_eq!(part, copy);
         }
     }
 

@@ -8,6 +8,7 @@
 //! strings are interned so that a million series sharing `job="node"` hold one
 //! copy of it.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -190,19 +191,43 @@ impl MemSeries {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<(i64, f64)>, ChunkError> {
-        let mut out = Vec::new();
+        self.samples_with(mint, maxt, |c| c.bytes(files))
+    }
+
+    /// [`MemSeries::samples`] with closed chunks' bytes from `bytes_of`.
+    fn samples_with<'c, 'b>(
+        &'c self,
+        mint: i64,
+        maxt: i64,
+        mut bytes_of: impl FnMut(&'c HeadChunk) -> Result<Cow<'b, [u8]>, ChunkError>,
+    ) -> Result<Vec<(i64, f64)>, ChunkError> {
+        // Room for the samples in range, estimated from the chunks' counts
+        // and time spans (a window is often a part of one chunk), so that
+        // the vector is not regrown while decoding.
+        let mut estimate = 0usize;
         for c in &self.chunks {
             if c.maxt >= mint && c.mint <= maxt {
-                chunk::decode_range(&c.bytes(files)?, mint, maxt, &mut out)?;
+                estimate += share(c.mint, c.maxt, SAMPLES_PER_CHUNK as usize, mint, maxt);
             }
         }
         if let Some(o) = &self.open {
             if o.maxt >= mint && o.mint <= maxt {
-                chunk::decode_range(&o.app.bytes(), mint, maxt, &mut out)?;
+                estimate += share(o.mint, o.maxt, o.app.count() as usize, mint, maxt);
             }
         }
         let lo = self.ooo.partition_point(|s| s.0 < mint);
         let hi = self.ooo.partition_point(|s| s.0 <= maxt);
+        let mut out = Vec::with_capacity(estimate);
+        for c in &self.chunks {
+            if c.maxt >= mint && c.mint <= maxt {
+                chunk::decode_range(&bytes_of(c)?, mint, maxt, &mut out)?;
+            }
+        }
+        if let Some(o) = &self.open {
+            if o.maxt >= mint && o.mint <= maxt {
+                o.app.decode_range(mint, maxt, &mut out)?;
+            }
+        }
         if lo < hi {
             out = merge_samples(out, &self.ooo[lo..hi]);
         }
@@ -213,6 +238,108 @@ impl MemSeries {
         self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
             + self.open.as_ref().map_or(0, |o| o.app.heap_bytes())
             + self.ooo.capacity() * 16
+    }
+}
+
+/// About how many of the `n` samples of a chunk spanning `[cmint, cmaxt]`
+/// fall in `[mint, maxt]` (assuming even spacing), rounded up.
+fn share(cmint: i64, cmaxt: i64, n: usize, mint: i64, maxt: i64) -> usize {
+    let span = cmaxt.saturating_sub(cmint);
+    let lo = cmint.max(mint);
+    let hi = cmaxt.min(maxt);
+    if span <= 0 || hi < lo {
+        return n.min(1);
+    }
+    let frac = (hi.saturating_sub(lo)) as f64 / span as f64;
+    ((n as f64 * frac).ceil() as usize + 1).min(n)
+}
+
+/// The label set [`Head::labels_cached`] built last.
+#[derive(Default)]
+struct SymbolCache {
+    prev: Option<Labels>,
+}
+
+/// Bytes of closed on-disk chunks read for one select. Chunks are sorted
+/// by position and neighbours (at most [`READ_GAP`] apart) are read
+/// together, so a select costs a few large `pread`s rather than one per
+/// chunk: series whose chunks filled up in the same scrape sit side by side.
+#[derive(Default)]
+struct DiskReads {
+    /// `(file, offset, len, buffer, start in buffer)`, sorted by position.
+    index: Vec<(u32, u64, u32, u32, usize)>,
+    bufs: Vec<Vec<u8>>,
+}
+
+/// Largest hole between two chunks that are still read in one go.
+const READ_GAP: u64 = 4096;
+/// Largest single read.
+const READ_MAX: u64 = 1 << 20;
+
+impl DiskReads {
+    fn read(
+        files: Option<&HeadChunkFiles>,
+        chunks: impl Iterator<Item = DiskChunk>,
+    ) -> Result<Self, ChunkError> {
+        let mut want: Vec<DiskChunk> = chunks.collect();
+        if want.is_empty() {
+            return Ok(DiskReads::default());
+        }
+        let files = files.ok_or_else(|| ChunkError::Io("no head chunk files".into()))?;
+        want.sort_unstable_by_key(|d| (d.file, d.offset));
+        want.dedup_by_key(|d| (d.file, d.offset));
+        let mut out = DiskReads {
+            index: Vec::with_capacity(want.len()),
+            bufs: Vec::new(),
+        };
+        let mut i = 0;
+        while i < want.len() {
+            let first = want[i];
+            let mut end = first.offset + first.len as u64;
+            let mut j = i + 1;
+            while let Some(d) = want.get(j) {
+                let d_end = d.offset + d.len as u64;
+                if d.file != first.file
+                    || d.offset > end + READ_GAP
+                    || d_end.max(end) - first.offset > READ_MAX
+                {
+                    break;
+                }
+                end = end.max(d_end);
+                j += 1;
+            }
+            let span = DiskChunk {
+                file: first.file,
+                offset: first.offset,
+                len: (end - first.offset) as u32,
+            };
+            let buf = files
+                .read(&span)
+                .map_err(|e| ChunkError::Io(e.to_string()))?;
+            for d in &want[i..j] {
+                out.index.push((
+                    d.file,
+                    d.offset,
+                    d.len,
+                    out.bufs.len() as u32,
+                    (d.offset - first.offset) as usize,
+                ));
+            }
+            out.bufs.push(buf);
+            i = j;
+        }
+        Ok(out)
+    }
+
+    fn get(&self, d: &DiskChunk) -> Result<&[u8], ChunkError> {
+        let k = self
+            .index
+            .binary_search_by_key(&(d.file, d.offset), |e| (e.0, e.1))
+            .map_err(|_| ChunkError::Io("head chunk was not read".into()))?;
+        let (_, _, len, buf, start) = self.index[k];
+        self.bufs[buf as usize]
+            .get(start..start + len.min(d.len) as usize)
+            .ok_or_else(|| ChunkError::Io("head chunk was not read".into()))
     }
 }
 
@@ -264,7 +391,7 @@ pub struct Head {
     /// Refs whose label hash collided with another live series' hash.
     collisions: HashMap<u64, Vec<u32>, IdentityHash>,
     postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u32>>>,
-    symbols: HashSet<Arc<str>>,
+    symbols: HashSet<Arc<str>, SymbolHash>,
     /// Samples older than this are refused (end of the newest block).
     min_valid_t: i64,
     max_t: i64,
@@ -284,7 +411,7 @@ impl Head {
             by_hash: HashMap::default(),
             collisions: HashMap::default(),
             postings: HashMap::new(),
-            symbols: HashSet::new(),
+            symbols: HashSet::default(),
             min_valid_t: i64::MIN,
             max_t: i64::MIN,
             min_t: i64::MAX,
@@ -380,22 +507,41 @@ impl Head {
 
     /// The label set of a series, sharing the head's interned strings.
     pub fn labels_of(&self, s: &MemSeries) -> Labels {
+        self.labels_cached(s, &mut SymbolCache::default())
+    }
+
+    /// An interned string (a new one if, impossibly, it is not interned).
+    fn symbol(&self, b: &[u8]) -> Arc<str> {
+        let st = std::str::from_utf8(b).unwrap_or_default();
+        self.symbols
+            .get(st)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(st))
+    }
+
+    /// [`Head::labels_of`], reusing the strings of the label set built
+    /// before where they are equal (consecutive series of a selection
+    /// mostly share name, job, instance…): a compare instead of a symbol
+    /// table lookup.
+    fn labels_cached(&self, s: &MemSeries, cache: &mut SymbolCache) -> Labels {
+        let prev = cache.prev.as_ref().map(|p| p.as_slice()).unwrap_or(&[]);
+        let mut out = Vec::with_capacity(prev.len().max(4));
         let mut parts = s.key.split(|&b| b == 0xff);
-        let mut out = Vec::new();
-        let sym = |b: &[u8]| -> Arc<str> {
-            let st = std::str::from_utf8(b).unwrap_or_default();
-            self.symbols
-                .get(st)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(st))
-        };
         while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
-            out.push(Label {
-                name: sym(n),
-                value: sym(v),
-            });
+            let p = prev.get(out.len());
+            let name = match p {
+                Some(p) if p.name.as_bytes() == n => p.name.clone(),
+                _ => self.symbol(n),
+            };
+            let value = match p {
+                Some(p) if p.value.as_bytes() == v => p.value.clone(),
+                _ => self.symbol(v),
+            };
+            out.push(Label { name, value });
         }
-        Labels::from_sorted(out)
+        let labels = Labels::from_sorted(out);
+        cache.prev = Some(labels.clone());
+        labels
     }
 
     /// Labels of a series by reference.
@@ -685,14 +831,32 @@ impl Head {
         if self.max_t < mint || self.min_t > maxt {
             return Ok(out);
         }
-        for r in self.select_refs(matchers) {
-            let Some(s) = self.get(r) else { continue };
-            if !s.overlaps(mint, maxt) {
-                continue;
-            }
-            let samples = s.samples(self.files.as_ref(), mint, maxt)?;
+        let series: Vec<&MemSeries> = self
+            .select_refs(matchers)
+            .into_iter()
+            .filter_map(|r| self.get(r))
+            .filter(|s| s.overlaps(mint, maxt))
+            .collect();
+        // Closed chunks on disk are read in few large reads rather than one
+        // `pread` each: chunks that filled up together sit side by side.
+        let disk = DiskReads::read(
+            self.files.as_ref(),
+            series.iter().flat_map(|s| {
+                s.chunks.iter().filter_map(move |c| match &c.data {
+                    ChunkData::Disk(d) if c.maxt >= mint && c.mint <= maxt => Some(*d),
+                    _ => None,
+                })
+            }),
+        )?;
+        let mut syms = SymbolCache::default();
+        out.reserve(series.len());
+        for s in series {
+            let samples = s.samples_with(mint, maxt, |c| match &c.data {
+                ChunkData::Mem(b) => Ok(Cow::Borrowed(&b[..])),
+                ChunkData::Disk(d) => disk.get(d).map(Cow::Borrowed),
+            })?;
             if !samples.is_empty() {
-                out.push((self.labels_of(s), samples));
+                out.push((self.labels_cached(s, &mut syms), samples));
             }
         }
         Ok(out)
@@ -703,11 +867,12 @@ impl Head {
         if self.max_t < mint || self.min_t > maxt {
             return Vec::new();
         }
+        let mut syms = SymbolCache::default();
         self.select_refs(matchers)
             .into_iter()
             .filter_map(|r| self.get(r))
             .filter(|s| s.overlaps(mint, maxt))
-            .map(|s| self.labels_of(s))
+            .map(|s| self.labels_cached(s, &mut syms))
             .collect()
     }
 
@@ -886,6 +1051,44 @@ impl std::hash::Hasher for IdentityHasher {
     }
 }
 
+/// The symbol table's hasher: XXH3 of the string in one call (SipHash
+/// costs several times more on short label strings, and label strings are
+/// looked up for every series a query selects). Seeded per process, so
+/// label values chosen to collide cannot be prepared in advance.
+#[derive(Clone, Copy)]
+pub struct SymbolHash(u64);
+
+impl Default for SymbolHash {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(0);
+        SymbolHash(h.finish())
+    }
+}
+
+impl std::hash::BuildHasher for SymbolHash {
+    type Hasher = SymbolHasher;
+    fn build_hasher(&self) -> SymbolHasher {
+        SymbolHasher(self.0)
+    }
+}
+
+/// See [`SymbolHash`].
+pub struct SymbolHasher(u64);
+
+impl std::hash::Hasher for SymbolHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = xxhash_rust::xxh3::xxh3_64_with_seed(bytes, self.0);
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.0 = (self.0.rotate_left(5) ^ n as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
 /// A fast hasher for small integer keys (series references) in per-batch
 /// maps: one multiply instead of SipHash's rounds. Not DoS-resistant, which
 /// is fine for keys the database assigns itself.
@@ -1019,6 +1222,59 @@ mod tests {
             Labels::from_pairs([("a", "x".repeat(300)), ("b", "ü".to_string())]),
         ] {
             assert_eq!(label_hash(&l, &mut buf), l.stable_hash());
+        }
+    }
+
+    #[test]
+    fn select_reads_disk_chunks_in_batches_with_the_same_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = Head::new(7_200_000, 0);
+        h.set_chunk_files(HeadChunkFiles::open(&dir.path().join("chunks_head")).unwrap());
+        let series: Vec<Labels> = (0..40)
+            .map(|i| {
+                Labels::from_pairs([
+                    ("__name__", if i % 3 == 0 { "a" } else { "b" }),
+                    ("i", &*i.to_string()),
+                    ("job", "x"),
+                ])
+            })
+            .collect();
+        // 300 samples each, interleaved: chunks of different series close
+        // one after another on disk.
+        for t in 0..300i64 {
+            for (k, l) in series.iter().enumerate() {
+                if (t + k as i64) % 7 != 0 {
+                    push(&mut h, l, t * 1000, (t * k as i64) as f64 * 0.25);
+                }
+            }
+        }
+        assert!(h.chunk_file_bytes() > 0);
+        for (mint, maxt) in [
+            (0, 400_000),
+            (45_000, 105_000),
+            (119_000, 121_000),
+            (250_000, 260_000),
+        ] {
+            for m in [
+                vec![Matcher::equal("job", "x")],
+                vec![Matcher::equal("__name__", "a")],
+            ] {
+                let got = h.select(&m, mint, maxt).unwrap();
+                let want: Vec<SelectedSeries> = h
+                    .select_refs(&m)
+                    .into_iter()
+                    .filter_map(|r| h.get(r))
+                    .map(|s| {
+                        (
+                            h.labels_of(s),
+                            s.samples(h.files.as_ref(), mint, maxt).unwrap(),
+                        )
+                    })
+                    .filter(|x| !x.1.is_empty())
+                    .collect();
+                assert_eq!(got, want);
+                assert!(!got.is_empty());
+            }
         }
     }
 
