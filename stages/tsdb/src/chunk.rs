@@ -333,13 +333,15 @@ pub fn decode_range(
 }
 
 fn decode_iter_range(
-    it: XorIter<'_>,
+    mut it: XorIter<'_>,
     mint: i64,
     maxt: i64,
     out: &mut Vec<(i64, f64)>,
 ) -> Result<(), ChunkError> {
-    for s in it {
-        let (t, v) = s?;
+    // Not through `Iterator::next`: with the decoder state local to this
+    // loop, it stays in registers.
+    while it.read < it.total {
+        let (t, v) = it.next_sample()?;
         if t > maxt {
             break;
         }

@@ -274,7 +274,7 @@ struct DiskReads {
 /// Largest hole between two chunks that are still read in one go.
 const READ_GAP: u64 = 4096;
 /// Largest single read.
-const READ_MAX: u64 = 1 << 20;
+const READ_MAX: u64 = 64 << 10;
 
 impl DiskReads {
     fn read(
