@@ -4,10 +4,11 @@
 //! are computed once per input series, not once per step.
 
 use rustc_hash::FxHashMap as HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use panoptes_model::{Labels, METRIC_NAME};
-use panoptes_promql_parser::{format_float, AggregateExpr, AggregateOp, Expr};
+use panoptes_promql_parser::{format_float, AggregateExpr, AggregateOp, Expr, ValueType};
 
 use crate::binary::StepCursor;
 use crate::engine::{exec_err, EResult, EvalVal, Evaluator, Grid, StepSeries};
@@ -110,14 +111,136 @@ fn format_f(v: f64) -> String {
     }
 }
 
+/// The grouping of an aggregation: the group label sets, and the group
+/// of each input series. With `by`, a series' key is hashed straight from
+/// its labels and compared in place, so no label set is built per series,
+/// only one per group.
+fn group_series(series: &[StepSeries], a: &AggregateExpr) -> (Vec<Arc<Labels>>, Vec<usize>) {
+    let mut groups: Vec<Arc<Labels>> = Vec::new();
+    let mut gi_of = Vec::with_capacity(series.len());
+    if a.without {
+        let mut index: HashMap<Labels, usize> = HashMap::default();
+        for s in series {
+            let key = group_labels(&s.labels, a);
+            let gi = match index.get(&key) {
+                Some(&g) => g,
+                None => {
+                    groups.push(Arc::new(key.clone()));
+                    index.insert(key, groups.len() - 1);
+                    groups.len() - 1
+                }
+            };
+            gi_of.push(gi);
+        }
+        return (groups, gi_of);
+    }
+    let names: Vec<&str> = a.grouping.iter().map(|s| s.as_str()).collect();
+    let kept = |l: &Labels| -> Vec<usize> {
+        l.iter()
+            .enumerate()
+            .filter(|(_, x)| names.contains(&&*x.name))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    // Groups by key hash; a hash shared by several groups lists them all.
+    let mut index: HashMap<u64, Vec<usize>> = HashMap::default();
+    for s in series {
+        let mut h = rustc_hash::FxHasher::default();
+        let mut n = 0usize;
+        for x in s.labels.iter().filter(|x| names.contains(&&*x.name)) {
+            x.name.hash(&mut h);
+            x.value.hash(&mut h);
+            n += 1;
+        }
+        let hash = h.finish();
+        let cands = index.entry(hash).or_default();
+        let same = |g: &Labels| {
+            g.len() == n
+                && g.iter()
+                    .zip(s.labels.iter().filter(|x| names.contains(&&*x.name)))
+                    .all(|(p, q)| p.name == q.name && p.value == q.value)
+        };
+        let gi = match cands.iter().copied().find(|&g| same(&groups[g])) {
+            Some(g) => g,
+            None => {
+                let l = &s.labels;
+                let idx = kept(l);
+                let key =
+                    Labels::from_sorted(idx.iter().map(|&i| l.as_slice()[i].clone()).collect());
+                groups.push(Arc::new(key));
+                cands.push(groups.len() - 1);
+                groups.len() - 1
+            }
+        };
+        gi_of.push(gi);
+    }
+    (groups, gi_of)
+}
+
+/// The labels a name-dropping function or operator removes.
+const NAME_LABELS: [&str; 3] = [METRIC_NAME, "__type__", "__unit__"];
+
 impl<'a> Evaluator<'a> {
+    /// The input vector of an aggregation. Without delayed name removal, a
+    /// vector whose series drop their name is normally renamed (and checked
+    /// for label sets made equal by the rename) before anything reads it.
+    /// An aggregation `by` labels other than the name ones never sees the
+    /// names, so when the rename cannot make two series equal — a range
+    /// function over a selector (distinct series) all of one metric name —
+    /// the renaming is left out.
+    fn aggregate_input(&mut self, a: &AggregateExpr, grid: Grid) -> EResult<Vec<StepSeries>> {
+        let groups_by_plain_labels = !a.without
+            && !a.grouping.iter().any(|g| NAME_LABELS.contains(&g.as_str()))
+            && matches!(
+                a.op,
+                AggregateOp::Sum
+                    | AggregateOp::Avg
+                    | AggregateOp::Count
+                    | AggregateOp::Min
+                    | AggregateOp::Max
+                    | AggregateOp::Group
+                    | AggregateOp::Stddev
+                    | AggregateOp::Stdvar
+                    | AggregateOp::Quantile
+            );
+        let range_fn_of_selector = match a.expr.unparen() {
+            Expr::Call(c) if c.func.name != "absent_over_time" => c
+                .func
+                .arg_types
+                .iter()
+                .position(|t| *t == ValueType::Matrix)
+                .and_then(|mi| c.args.get(mi))
+                .is_some_and(|m| matches!(m.unparen(), Expr::Matrix(_))),
+            _ => false,
+        };
+        if self.opts.delayed_name_removal || !groups_by_plain_labels || !range_fn_of_selector {
+            return self.eval_vector(&a.expr, grid);
+        }
+        let series = match self.eval_node(&a.expr, grid)? {
+            EvalVal::Vector(v) => v,
+            _ => return exec_err("expected instant vector"),
+        };
+        fn name_key(s: &StepSeries) -> [Option<&str>; 3] {
+            NAME_LABELS.map(|n| s.labels.get(n))
+        }
+        let one_name = series.split_first().is_none_or(|(first, rest)| {
+            let k = name_key(first);
+            rest.iter().all(|s| name_key(s) == k)
+        });
+        if one_name {
+            Ok(series)
+        } else {
+            crate::engine::finish_names(series, false)
+        }
+    }
+
     pub(crate) fn eval_aggregate(&mut self, a: &AggregateExpr, grid: Grid) -> EResult<EvalVal> {
         let n = grid.len();
         let param: Option<Vec<f64>> = match (&a.param, a.op) {
             (Some(p), op) if op != AggregateOp::CountValues => Some(self.eval_scalar(p, grid)?),
             _ => None,
         };
-        let series = self.eval_vector(&a.expr, grid)?;
+        let series = self.aggregate_input(a, grid)?;
         match a.op {
             AggregateOp::Topk
             | AggregateOp::Bottomk
@@ -140,21 +263,7 @@ impl<'a> Evaluator<'a> {
             }
         }
         // Group index per input series.
-        let mut groups: Vec<Arc<Labels>> = Vec::new();
-        let mut index: HashMap<Labels, usize> = HashMap::default();
-        let mut gi_of = Vec::with_capacity(series.len());
-        for s in &series {
-            let key = group_labels(&s.labels, a);
-            let gi = match index.get(&key) {
-                Some(&g) => g,
-                None => {
-                    groups.push(Arc::new(key.clone()));
-                    index.insert(key, groups.len() - 1);
-                    groups.len() - 1
-                }
-            };
-            gi_of.push(gi);
-        }
+        let (groups, gi_of) = group_series(&series, a);
         let ng = groups.len();
         // Step by step, so that only one step's accumulators (one per
         // group) are alive at a time.

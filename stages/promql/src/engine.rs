@@ -407,7 +407,7 @@ pub(crate) fn drop_metric_name(l: &Labels) -> Labels {
 
 /// Applies delayed `__name__` removal, then checks that no two series share
 /// a label set at the same time (merging those that do not overlap).
-fn finish_names(series: Vec<StepSeries>, instant: bool) -> EResult<Vec<StepSeries>> {
+pub(crate) fn finish_names(series: Vec<StepSeries>, instant: bool) -> EResult<Vec<StepSeries>> {
     if !series.iter().any(|s| s.drop_name) {
         return Ok(series);
     }
@@ -523,7 +523,7 @@ impl<'a> Evaluator<'a> {
         })
     }
 
-    fn eval_node(&mut self, expr: &Expr, grid: Grid) -> EResult<EvalVal> {
+    pub(crate) fn eval_node(&mut self, expr: &Expr, grid: Grid) -> EResult<EvalVal> {
         self.check_deadline()?;
         match expr {
             Expr::Number(n) => Ok(EvalVal::Scalar(vec![n.value; grid.len()])),
@@ -711,11 +711,8 @@ impl<'a> Evaluator<'a> {
         let mut series = Vec::with_capacity(selected.len());
         let mut total = 0;
         for s in selected {
-            let points: Vec<(i64, f64)> = s
-                .samples
-                .into_iter()
-                .filter(|p| !is_stale_nan(p.1))
-                .collect();
+            let mut points = s.samples;
+            points.retain(|p| !is_stale_nan(p.1));
             if points.is_empty() {
                 continue;
             }

@@ -265,3 +265,54 @@ fn name_removal_immediate_by_default_delayed_on_request() {
         "{instance=\"1\", job=\"api\", was=\"http_requests_total\"}"
     );
 }
+
+#[test]
+fn aggregating_a_rate_renames_or_refuses_like_a_plain_rate() {
+    // `sum by` over a range function of one metric: the input's name
+    // removal is skipped, the answer must not change.
+    let mut s = store();
+    let other = lbl(&[
+        ("__name__", "other_total"),
+        ("job", "api"),
+        ("instance", "0"),
+    ]);
+    for i in 0..=240 {
+        s.add(&other, i * 15_000, 7.0 * i as f64);
+    }
+    let run = |q: &str| {
+        Engine::default()
+            .instant(&s, &parse(q).expect("parses"), 1_800_000)
+            .map(|r| match r.value {
+                Value::Vector(v) => {
+                    let mut out: Vec<(String, f64)> =
+                        v.into_iter().map(|x| (x.labels.to_string(), x.v)).collect();
+                    out.sort_by(|a, b| a.0.cmp(&b.0));
+                    out
+                }
+                other => panic!("{other:?}"),
+            })
+    };
+    let by_job = run("sum by (job) (rate(http_requests_total[5m]))").expect("runs");
+    let by_job_via_binary = run("sum by (job) (rate(http_requests_total[5m]) * 1)").expect("runs");
+    assert_eq!(by_job, by_job_via_binary);
+    assert_eq!(
+        run("count by (instance, job) (rate({__name__=~\".+_total\", job=\"db\"}[5m]))")
+            .expect("runs"),
+        vec![("{instance=\"0\", job=\"db\"}".to_string(), 1.0)]
+    );
+    // Two metrics whose series are equal once the name is gone: the same
+    // error as without the aggregation.
+    let q = "sum by (job) (rate({__name__=~\"http_requests_total|other_total\"}[5m]))";
+    match run(q) {
+        Err(QueryError::Execution(m)) => {
+            assert!(m.contains("same labelset"), "{m}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(run("rate({__name__=~\"http_requests_total|other_total\"}[5m])").is_err());
+    // Grouping by the name keeps it out of the shortcut.
+    assert!(run("sum by (__name__) (rate(http_requests_total[5m]))")
+        .expect("runs")
+        .iter()
+        .all(|(l, _)| l == "{}"));
+}
