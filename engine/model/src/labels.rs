@@ -76,6 +76,27 @@ impl Labels {
         Arc::ptr_eq(&self.0, &other.0)
     }
 
+    /// Hints the CPU to fetch this label set's shared block (reference
+    /// counts and labels) into cache. Hot loops over many series call it a
+    /// few iterations ahead of cloning or dropping, so that the reference
+    /// count update does not stall on a cache miss. No effect off x86-64.
+    #[inline]
+    pub fn prefetch(&self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            // The counts sit just before the data, usually in its cache line
+            // or the one before; a prefetch never faults, whatever address.
+            let data = Arc::as_ptr(&self.0) as *const i8;
+            #[allow(unused_unsafe)]
+            // SAFETY: prefetching reads nothing and cannot fault.
+            unsafe {
+                use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+                _mm_prefetch(data.wrapping_sub(16), _MM_HINT_T0);
+                _mm_prefetch(data, _MM_HINT_T0);
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.0.len()
     }

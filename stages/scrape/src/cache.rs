@@ -31,6 +31,9 @@ use xxhash_rust::xxh3::xxh3_128;
 use crate::config::Limits;
 use crate::error::ScrapeError;
 
+/// How many lines ahead the append loop prefetches label sets.
+const PREFETCH_DISTANCE: usize = 12;
+
 /// Scrapes after which an unseen cache entry is dropped.
 pub const EVICT_AFTER: u64 = 10;
 
@@ -260,6 +263,18 @@ impl SeriesCache {
                 }
             };
             res.scraped += 1;
+            // The clone below touches the label set's reference count, a
+            // cache miss per sample with many series: fetch the one the
+            // previous order expects a few lines ahead.
+            if let Some(&(_, ahead)) = self.prev.get(cursor + PREFETCH_DISTANCE) {
+                if let Some(o) = self
+                    .entries
+                    .get(ahead as usize)
+                    .and_then(|e| self.outputs.get(e.out as usize))
+                {
+                    o.labels.prefetch();
+                }
+            }
             let key = xxh3_128(se.series.as_bytes());
             // The steady state: the line the previous scrape had here.
             let idx = match self.prev.get(cursor) {
