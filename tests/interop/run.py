@@ -6,6 +6,7 @@ import argparse, os, sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness  # noqa: E402
+import test_fulldisk  # noqa: E402
 import test_ingest  # noqa: E402
 import test_push  # noqa: E402
 import test_promql_diff  # noqa: E402
@@ -17,7 +18,8 @@ def main():
     ap.add_argument("--only", default="", help="run only suites whose name contains this")
     a = ap.parse_args()
     binary = os.path.abspath(a.bin)
-    suites = [("ingest", test_ingest.run), ("push", test_push.run), ("promql-diff", test_promql_diff.run)]
+    suites = [("ingest", test_ingest.run), ("push", test_push.run), ("promql-diff", test_promql_diff.run),
+              ("fulldisk", test_fulldisk.run)]
     try:
         for name, fn in suites:
             if a.only in name:
