@@ -1195,6 +1195,14 @@ impl PostingsSource for Head {
             .cloned()
             .unwrap_or_default())
     }
+
+    fn postings_ref(&self, name: &str, value: &str) -> Result<Cow<'_, [u32]>, Self::Error> {
+        Ok(self
+            .postings
+            .get(name)
+            .and_then(|m| m.get(value))
+            .map_or(Cow::Borrowed(&[][..]), |l| Cow::Borrowed(&l[..])))
+    }
 }
 
 #[cfg(test)]

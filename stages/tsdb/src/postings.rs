@@ -4,6 +4,8 @@
 //! matchers that accept the empty string subtract instead of intersect, so a
 //! selective query touches only the lists it needs.
 
+use std::borrow::Cow;
+
 use panoptes_model::{MatchOp, Matcher};
 
 /// Something with an inverted index: the head or a block.
@@ -18,6 +20,12 @@ pub trait PostingsSource {
 
     /// The sorted ids of series with `name="value"`.
     fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, Self::Error>;
+
+    /// [`PostingsSource::postings`], borrowed where the source holds the
+    /// list in memory (a selective query then copies no broad list).
+    fn postings_ref(&self, name: &str, value: &str) -> Result<Cow<'_, [u32]>, Self::Error> {
+        self.postings(name, value).map(Cow::Owned)
+    }
 }
 
 /// Intersection of two sorted lists.
@@ -89,7 +97,7 @@ pub fn union(mut lists: Vec<Vec<u32>>) -> Vec<u32> {
 /// Sorted ids of the series of `src` matching every matcher. With no
 /// matchers, every series.
 pub fn select<S: PostingsSource>(src: &S, matchers: &[Matcher]) -> Result<Vec<u32>, S::Error> {
-    let mut positive: Vec<Vec<u32>> = Vec::new();
+    let mut positive: Vec<Cow<'_, [u32]>> = Vec::new();
     let mut negative: Vec<Vec<u32>> = Vec::new();
     for m in matchers {
         if m.matches_empty() {
@@ -103,8 +111,8 @@ pub fn select<S: PostingsSource>(src: &S, matchers: &[Matcher]) -> Result<Vec<u3
             negative.push(excluded);
         } else {
             let included = match m.op {
-                MatchOp::Equal => src.postings(&m.name, &m.value)?,
-                _ => values_postings(src, &m.name, |v| m.matches(v))?,
+                MatchOp::Equal => src.postings_ref(&m.name, &m.value)?,
+                _ => Cow::Owned(values_postings(src, &m.name, |v| m.matches(v))?),
             };
             if included.is_empty() {
                 return Ok(Vec::new());
@@ -117,14 +125,20 @@ pub fn select<S: PostingsSource>(src: &S, matchers: &[Matcher]) -> Result<Vec<u3
     } else {
         positive.sort_by_key(|p| p.len());
         let mut it = positive.into_iter();
-        let mut acc = it.next().unwrap_or_default();
-        for p in it {
-            acc = intersect(&acc, &p);
-            if acc.is_empty() {
-                break;
+        let first = it.next().unwrap_or_default();
+        match it.next() {
+            None => first.into_owned(),
+            Some(second) => {
+                let mut acc = intersect(&first, &second);
+                for p in it {
+                    if acc.is_empty() {
+                        break;
+                    }
+                    acc = intersect(&acc, &p);
+                }
+                acc
             }
         }
-        acc
     };
     for n in negative {
         if result.is_empty() {
