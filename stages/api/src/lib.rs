@@ -339,26 +339,112 @@ fn labels_json(l: &Labels) -> J {
     )
 }
 
-fn point(t: i64, v: f64) -> J {
-    json!([json_time(t), json_value(v)])
+/// Writes a string as a JSON string literal.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
-fn result_json(r: &QueryResult) -> J {
-    match &r.value {
-        Value::Scalar(t, v) => json!({"resultType": "scalar", "result": point(*t, *v)}),
-        Value::String(t, s) => json!({"resultType": "string", "result": [json_time(*t), s]}),
-        Value::Vector(samples) => json!({
-            "resultType": "vector",
-            "result": samples.iter().map(|s| json!({"metric": labels_json(&s.labels), "value": point(s.t, s.v)})).collect::<Vec<_>>()
-        }),
-        Value::Matrix(series) => json!({
-            "resultType": "matrix",
-            "result": series.iter().map(|s| json!({
-                "metric": labels_json(&s.labels),
-                "values": s.points.iter().map(|(t, v)| point(*t, *v)).collect::<Vec<_>>()
-            })).collect::<Vec<_>>()
-        }),
+/// Writes `[time, "value"]` as Prometheus does.
+fn write_point(out: &mut Vec<u8>, t: i64, v: f64) {
+    out.push(b'[');
+    let _ = serde_json::to_writer(&mut *out, &json_time(t));
+    out.push(b',');
+    write_str(out, &json_value(v));
+    out.push(b']');
+}
+
+fn write_labels(out: &mut Vec<u8>, l: &Labels) {
+    out.push(b'{');
+    for (i, x) in l.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_str(out, &x.name);
+        out.push(b':');
+        write_str(out, &x.value);
     }
+    out.push(b'}');
+}
+
+fn write_annotations(out: &mut Vec<u8>, key: &str, list: &[String]) {
+    if list.is_empty() {
+        return;
+    }
+    out.push(b',');
+    write_str(out, key);
+    out.push(b':');
+    let _ = serde_json::to_writer(&mut *out, list);
+}
+
+/// The whole success response of a query, written straight into bytes:
+/// the same JSON (keys in the same, sorted order) that building a
+/// `serde_json::Value` tree gave, without a map and a string per label and
+/// point on the way.
+fn query_response(r: &QueryResult) -> Response {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"{\"data\":{\"result\":");
+    let kind = match &r.value {
+        Value::Scalar(t, v) => {
+            write_point(&mut out, *t, *v);
+            "scalar"
+        }
+        Value::String(t, s) => {
+            out.push(b'[');
+            let _ = serde_json::to_writer(&mut out, &json_time(*t));
+            out.push(b',');
+            write_str(&mut out, s);
+            out.push(b']');
+            "string"
+        }
+        Value::Vector(samples) => {
+            out.push(b'[');
+            for (i, s) in samples.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.extend_from_slice(b",\"value\":");
+                write_point(&mut out, s.t, s.v);
+                out.push(b'}');
+            }
+            out.push(b']');
+            "vector"
+        }
+        Value::Matrix(series) => {
+            out.push(b'[');
+            for (i, s) in series.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(b"{\"metric\":");
+                write_labels(&mut out, &s.labels);
+                out.extend_from_slice(b",\"values\":[");
+                for (k, (t, v)) in s.points.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    write_point(&mut out, *t, *v);
+                }
+                out.extend_from_slice(b"]}");
+            }
+            out.push(b']');
+            "matrix"
+        }
+    };
+    out.extend_from_slice(b",\"resultType\":");
+    write_str(&mut out, kind);
+    out.push(b'}');
+    write_annotations(&mut out, "infos", &r.infos);
+    out.extend_from_slice(b",\"status\":\"success\"");
+    write_annotations(&mut out, "warnings", &r.warnings);
+    out.push(b'}');
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(out),
+    )
+        .into_response()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -376,7 +462,7 @@ async fn query(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     let engine = api.engine_for(&p)?;
     let store = api.store()?;
     let r = blocking(move || Ok(engine.instant(&*store, &expr, t)?)).await?;
-    Ok(success(result_json(&r), &r.warnings, &r.infos))
+    Ok(query_response(&r))
 }
 
 async fn query_range(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
@@ -418,7 +504,7 @@ async fn query_range(State(api): State<Arc<Api>>, p: Params) -> ApiResult {
     let engine = api.engine_for(&p)?;
     let store = api.store()?;
     let r = blocking(move || Ok(engine.range(&*store, &expr, start, end, step)?)).await?;
-    Ok(success(result_json(&r), &r.warnings, &r.infos))
+    Ok(query_response(&r))
 }
 
 /// `match[]` selectors as matcher lists.
