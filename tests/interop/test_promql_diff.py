@@ -192,6 +192,22 @@ API_CASES = [
     ("query with a generous timeout", "/api/v1/query", {"query": "sum(rate(http_requests_total[5m]))", "time": "@800.9",
                                                          "timeout": "30s"}),
     ("query with a bad timeout", "/api/v1/query", {"query": "1", "time": "@800.9", "timeout": "abc"}),
+    # What Grafana's Prometheus data source sends (POST forms by default;
+    # its health check is an instant `1+1`; the query editor's label, metric
+    # and series pickers; exemplars for the panel overlay).
+    ("grafana: health check", "POST /api/v1/query", {"query": "1+1", "time": "@800.9"}),
+    ("grafana: range panel", "POST /api/v1/query_range",
+     {"query": "sum by (method) (rate(http_requests_total[1m]))", "start": "@300", "end": "@1200", "step": "15"}),
+    ("grafana: label names", "/api/v1/labels", {"start": "@300", "end": "@1200"}),
+    ("grafana: label names of a metric", "POST /api/v1/labels",
+     {"match[]": "http_requests_total", "start": "@300", "end": "@1200"}),
+    ("grafana: metric names", "/api/v1/label/__name__/values", {"start": "@300", "end": "@1200"}),
+    ("grafana: label values of a metric", "/api/v1/label/method/values",
+     {"match[]": "http_requests_total", "start": "@300", "end": "@1200"}),
+    ("grafana: series", "POST /api/v1/series",
+     {"match[]": 'http_requests_total{method="GET"}', "start": "@300", "end": "@1200"}),
+    ("grafana: exemplars", "POST /api/v1/query_exemplars",
+     {"query": "http_requests_total", "start": "@300", "end": "@1200"}),
     ("metadata of every scraped family", "/api/v1/metadata", {}),
     ("metadata of one family", "/api/v1/metadata", {"metric": "http_requests_total"}),
     ("metadata of an unknown family", "/api/v1/metadata", {"metric": "no_such_metric"}),
