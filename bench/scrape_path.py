@@ -21,7 +21,8 @@ scrapes served. Everything on 127.0.0.1, every wait bounded.
 
   bench/scrape_path.py [--seconds 60] [--warmup 20] [--systems a,b,c]
 
-Needs the Debian package prometheus and a release build of panoptes.
+Needs the Debian package prometheus and a release build of panoptes
+(PANOPTES_BIN=path to measure another build).
 """
 import argparse
 import json
@@ -90,7 +91,7 @@ def panoptes_cmd(d, scrape_only=False):
         f.write(tpl.replace("{scrape_interval}", "1s").replace("{scrape_timeout}", "1s")
                 .replace("{job}", "farm").replace("{targets_yaml}", json.dumps(targets()))
                 .replace("{data_dir}", f"{d}/data"))
-    binary = os.path.join(REPO, "target", "release", "panoptes")
+    binary = os.environ.get("PANOPTES_BIN", os.path.join(REPO, "target", "release", "panoptes"))
     return [binary, "run", cfg, "--listen", f"127.0.0.1:{LISTEN_PORT}", "--data-dir", f"{d}/data",
             "--log.level", "warn"]
 

@@ -63,6 +63,19 @@ pub(crate) fn metric_name<'a>(i: &'a str, what: &'static str) -> Res<'a, &'a str
     ident(i, NAME_START, NAME_CONT, what)
 }
 
+/// Length of the metric name at the start of `b` (0 if there is none).
+pub(crate) fn metric_name_len(b: &[u8]) -> usize {
+    match b.first() {
+        Some(&c) if CLASS[c as usize] & NAME_START != 0 => {
+            1 + b[1..]
+                .iter()
+                .position(|&c| CLASS[c as usize] & NAME_CONT == 0)
+                .unwrap_or(b.len() - 1)
+        }
+        _ => 0,
+    }
+}
+
 /// A label name, `[a-zA-Z_][a-zA-Z0-9_]*`.
 pub(crate) fn label_name<'a>(i: &'a str, what: &'static str) -> Res<'a, &'a str> {
     ident(i, LABEL_START, LABEL_CONT, what)
@@ -78,10 +91,15 @@ pub fn is_valid_label_name(s: &str) -> bool {
     matches!(label_name(s, ""), Ok(("", _)))
 }
 
-/// The first `"` or `\\` in `b`. Label values are mostly short, where
-/// scanning eight bytes at a time in a register beats `memchr`'s vector
-/// setup; long ones go to `memchr2`.
+/// The first `"` or `\\` in `b`.
 fn quote_or_backslash(b: &[u8]) -> Option<usize> {
+    find_either(b, b'"', b'\\')
+}
+
+/// The first `x` or `y` in `b`. The strings searched (label values, label
+/// sets) are mostly short, where scanning eight bytes at a time in a
+/// register beats `memchr`'s vector setup; long ones go to `memchr2`.
+pub(crate) fn find_either(b: &[u8], x: u8, y: u8) -> Option<usize> {
     const SHORT: usize = 64;
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -91,26 +109,22 @@ fn quote_or_backslash(b: &[u8]) -> Option<usize> {
     for chunk in chunks.by_ref() {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        // A byte of `x ^ pattern` is zero where `x` has the pattern byte;
+        let word_x = u64::from_le_bytes(word);
+        // A byte of `word ^ pattern` is zero where the word has the byte;
         // the lowest flagged byte is exact (borrows only run upwards).
-        let q = x ^ (ONES * u64::from(b'"'));
-        let s = x ^ (ONES * u64::from(b'\\'));
+        let q = word_x ^ (ONES * u64::from(x));
+        let s = word_x ^ (ONES * u64::from(y));
         let found = (q.wrapping_sub(ONES) & !q | s.wrapping_sub(ONES) & !s) & HIGHS;
         if found != 0 {
             return Some(offset + (found.trailing_zeros() / 8) as usize);
         }
         offset += 8;
     }
-    if let Some(i) = chunks
-        .remainder()
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\')
-    {
+    if let Some(i) = chunks.remainder().iter().position(|&c| c == x || c == y) {
         return Some(offset + i);
     }
     if b.len() > SHORT {
-        memchr2(b'"', b'\\', &b[SHORT..]).map(|n| n + SHORT)
+        memchr2(x, y, &b[SHORT..]).map(|n| n + SHORT)
     } else {
         None
     }
@@ -276,10 +290,28 @@ pub(crate) fn number_message(kind: &str, tok: &str, err: NumberError) -> String 
 /// The text format's timestamp: integer milliseconds, digits only (as in
 /// Prometheus's scrape parser, which accepts no sign).
 pub(crate) fn parse_int_timestamp(tok: &str) -> Result<i64, NumberError> {
-    if tok.is_empty() || !tok.bytes().all(|c| c.is_ascii_digit()) {
+    if tok.is_empty() {
         return Err(NumberError::Syntax);
     }
-    tok.parse::<i64>().map_err(|_| NumberError::Range)
+    let mut n: i64 = 0;
+    let mut overflow = false;
+    for c in tok.bytes() {
+        let d = c.wrapping_sub(b'0');
+        if d > 9 {
+            return Err(NumberError::Syntax);
+        }
+        // Keep validating the rest after an overflow: a non-digit later on
+        // is a syntax error, as with the standard parser.
+        match n.checked_mul(10).and_then(|m| m.checked_add(i64::from(d))) {
+            Some(m) => n = m,
+            None => overflow = true,
+        }
+    }
+    if overflow {
+        Err(NumberError::Range)
+    } else {
+        Ok(n)
+    }
 }
 
 /// Converts an OpenMetrics timestamp (float seconds) to milliseconds,

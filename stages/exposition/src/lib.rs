@@ -45,7 +45,7 @@ mod write;
 pub use batch::parse_to_batch;
 pub use error::ParseError;
 pub use lex::{is_valid_label_name, is_valid_metric_name};
-pub use parser::{Entry, Exemplar, LabelPairs, Parser, SampleEntry, EXEMPLAR_MAX_CHARS};
+pub use parser::{Entry, Exemplar, FastEntry, LabelPairs, Parser, SampleEntry, EXEMPLAR_MAX_CHARS};
 pub use write::{format_float, format_openmetrics_float, normalize_float_label_value, write_text};
 
 /// The exposition formats this crate reads.

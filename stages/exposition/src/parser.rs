@@ -101,6 +101,26 @@ pub struct Parser<'a> {
     done: bool,
     saw_eof: bool,
     families: Families<'a>,
+    /// Start and number of the line of the last [`FastEntry::Sample`].
+    last_fast: (usize, usize),
+}
+
+/// One line read by [`Parser::next_fast`].
+// Inline like `Entry`: the hot path moves these once and allocates nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum FastEntry<'a> {
+    /// A text-format sample line whose labels were not parsed. `series` is
+    /// the exact `name{labels}` text, **not validated**: a caller that does
+    /// not recognise it (as text an earlier parse accepted) must call
+    /// [`Parser::reparse_last`] for the validated entry or the error.
+    Sample {
+        series: &'a [u8],
+        value: f64,
+        timestamp_ms: Option<i64>,
+    },
+    /// Any other entry, fully parsed.
+    Parsed(Entry<'a>),
 }
 
 impl<'a> Parser<'a> {
@@ -114,7 +134,52 @@ impl<'a> Parser<'a> {
             done: false,
             saw_eof: false,
             families: Families::default(),
+            last_fast: (0, 1),
         }
+    }
+
+    /// Like [`Iterator::next`], but a text-format sample line comes back as
+    /// [`FastEntry::Sample`] with its series text unparsed: a scraper that
+    /// finds the text in its series cache needs neither the labels nor their
+    /// validation, which were done when the text was first seen. Lines the
+    /// quick scan cannot read (and OpenMetrics, and strict metadata mode) go
+    /// through the full parser.
+    pub fn next_fast(&mut self) -> Option<Result<FastEntry<'a>, ParseError>> {
+        if self.format == Format::PrometheusText
+            && !self.families.strict
+            && !self.done
+            && self.pos < self.body.len()
+        {
+            let start = self.pos;
+            let end = memchr(b'\n', &self.body[start..]).map_or(self.body.len(), |n| start + n);
+            if let Some((series, value, timestamp_ms)) = scan_text_sample(&self.body[start..end]) {
+                self.last_fast = (start, self.line_no);
+                self.pos = end + 1;
+                self.line_no += 1;
+                return Some(Ok(FastEntry::Sample {
+                    series,
+                    value,
+                    timestamp_ms,
+                }));
+            }
+        }
+        self.next().map(|r| r.map(FastEntry::Parsed))
+    }
+
+    /// Fully parses the line the last [`FastEntry::Sample`] came from: the
+    /// validated entry, or the error the line deserves.
+    pub fn reparse_last(&mut self) -> Result<Entry<'a>, ParseError> {
+        let (start, line_no) = self.last_fast;
+        self.pos = start;
+        self.line_no = line_no;
+        self.done = false;
+        self.next().unwrap_or_else(|| {
+            Err(ParseError {
+                line: line_no,
+                column: 1,
+                message: "expected a sample line".to_string(),
+            })
+        })
     }
 
     /// Also enforces the text format's metadata rules, as its specification
@@ -257,6 +322,79 @@ struct SampleHead<'a> {
     value: f64,
     timestamp_ms: Option<i64>,
     exemplar: Option<Exemplar<'a>>,
+}
+
+fn is_blank(c: u8) -> bool {
+    c == b' ' || c == b'\t'
+}
+
+/// `b` as text if it is ASCII (numbers are; a short token's ASCII check is
+/// cheaper than a general UTF-8 validation call).
+fn ascii(b: &[u8]) -> Option<&str> {
+    if b.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(b) })
+    } else {
+        None
+    }
+}
+
+/// The quick read of a text-format sample line behind [`Parser::next_fast`]:
+/// the series text (name, blanks, `{...}` up to the closing brace outside
+/// quotes, exactly the span the full parser reports), the value and the
+/// timestamp, with the same number parsers as the full path. `None` for
+/// anything else or anything odd; the full parser then decides.
+fn scan_text_sample(raw: &[u8]) -> Option<(&[u8], f64, Option<i64>)> {
+    let name_start = raw.iter().position(|&c| !is_blank(c))?;
+    let name_len = crate::lex::metric_name_len(&raw[name_start..]);
+    if name_len == 0 {
+        return None;
+    }
+    let name_end = name_start + name_len;
+    let brace = name_end + raw[name_end..].iter().position(|&c| !is_blank(c))?;
+    let series_end = if raw[brace] == b'{' {
+        // Outside quotes only '"' and '}' matter; inside, '"' and '\\'.
+        let mut j = brace + 1;
+        loop {
+            j += crate::lex::find_either(&raw[j..], b'"', b'}')?;
+            if raw[j] == b'}' {
+                break j + 1;
+            }
+            j += 1;
+            loop {
+                j += crate::lex::find_either(&raw[j..], b'"', b'\\')?;
+                if raw[j] == b'"' {
+                    j += 1;
+                    break;
+                }
+                j += 2;
+                if j > raw.len() {
+                    return None;
+                }
+            }
+        }
+    } else {
+        name_end
+    };
+    let rest = &raw[series_end..];
+    let blanks = rest.iter().position(|&c| !is_blank(c))?;
+    if blanks == 0 {
+        return None;
+    }
+    let rest = &rest[blanks..];
+    let value_len = rest.iter().position(|&c| is_blank(c)).unwrap_or(rest.len());
+    let value = parse_float(ascii(&rest[..value_len])?).ok()?;
+    let rest = &rest[value_len..];
+    let Some(t) = rest.iter().position(|&c| !is_blank(c)) else {
+        return Some((&raw[name_start..series_end], value, None));
+    };
+    let rest = &rest[t..];
+    let ts_len = rest.iter().position(|&c| is_blank(c)).unwrap_or(rest.len());
+    let ts = parse_int_timestamp(ascii(&rest[..ts_len])?).ok()?;
+    if !rest[ts_len..].iter().all(|&c| is_blank(c)) {
+        return None;
+    }
+    Some((&raw[name_start..series_end], value, Some(ts)))
 }
 
 /// Checks a line is UTF-8, pointing at the first bad byte otherwise.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use panoptes_exposition::{parse_to_batch, write_text, Format, Parser};
+use panoptes_exposition::{parse_to_batch, write_text, Entry, FastEntry, Format, Parser};
 use panoptes_model::{Labels, MetricMetadata, MetricType, Sample};
 use proptest::prelude::*;
 
@@ -28,8 +28,69 @@ fn exposition_like() -> impl Strategy<Value = String> {
     .prop_map(|s| s)
 }
 
+/// The fast path with every quick-read sample re-parsed must give exactly
+/// the full parser's entries and error; and where a quick read's line parses,
+/// its series text, value and timestamp are the full parser's.
+fn fast_path_agrees(body: &[u8]) {
+    let full: Vec<_> = Parser::new(body, Format::PrometheusText).collect();
+    let mut fast = Vec::new();
+    let mut p = Parser::new(body, Format::PrometheusText);
+    while let Some(e) = p.next_fast() {
+        match e {
+            Ok(FastEntry::Sample {
+                series,
+                value,
+                timestamp_ms,
+            }) => {
+                let e = p.reparse_last();
+                if let Ok(Entry::Sample(se)) = &e {
+                    assert_eq!(se.series.as_bytes(), series, "series span");
+                    assert_eq!(se.value.to_bits(), value.to_bits(), "value");
+                    assert_eq!(se.timestamp_ms, timestamp_ms, "timestamp");
+                }
+                fast.push(e);
+            }
+            Ok(FastEntry::Parsed(e)) => fast.push(Ok(e)),
+            Err(e) => fast.push(Err(e)),
+        }
+    }
+    // Debug text: NaN values make the entries themselves unequal to
+    // themselves.
+    assert_eq!(format!("{fast:?}"), format!("{full:?}"));
+}
+
+#[test]
+fn fast_path_agrees_on_captured_bodies() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../testdata/exposition");
+    let mut n = 0;
+    for sub in ["", "malformed"] {
+        for e in std::fs::read_dir(dir.join(sub)).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_file()
+                && !path
+                    .extension()
+                    .is_some_and(|x| x == "py" || x == "sh" || x == "md")
+            {
+                fast_path_agrees(&std::fs::read(&path).unwrap());
+                n += 1;
+            }
+        }
+    }
+    assert!(n > 20, "bodies found: {n}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn fast_path_agrees_with_the_full_parser(lines in proptest::collection::vec(exposition_like(), 0..12)) {
+        fast_path_agrees(lines.concat().as_bytes());
+    }
+
+    #[test]
+    fn fast_path_agrees_on_arbitrary_bytes(body in proptest::collection::vec(any::<u8>(), 0..256)) {
+        fast_path_agrees(&body);
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..512)) {

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-use panoptes_exposition::{Entry, Format, LabelPairs, Parser};
+use panoptes_exposition::{Entry, FastEntry, Format, LabelPairs, Parser};
 use panoptes_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample};
 use panoptes_relabel::{process, RelabelRule};
 use xxhash_rust::xxh3::xxh3_128;
@@ -236,7 +236,8 @@ impl SeriesCache {
         // Where in `prev` the next line is expected.
         let mut cursor = 0usize;
         self.misses = 0;
-        for entry in Parser::new(body, format) {
+        let mut parser = Parser::new(body, format);
+        while let Some(entry) = parser.next_fast() {
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) => {
@@ -244,20 +245,50 @@ impl SeriesCache {
                     break;
                 }
             };
-            let se = match entry {
-                Entry::Sample(se) => se,
-                Entry::Help { family, help } => {
+            // A sample line: its series key, value and timestamp, and the
+            // fully parsed entry when the series text is new to the cache
+            // (a known text was validated when first seen, so its labels
+            // need neither parsing nor checking again).
+            let (key, value, line_ts, se) = match entry {
+                FastEntry::Sample {
+                    series,
+                    value,
+                    timestamp_ms,
+                } => {
+                    let key = xxh3_128(series);
+                    let known = self.prev.get(cursor).is_some_and(|&(k, _)| k == key)
+                        || self.index.contains_key(&key);
+                    if known {
+                        (key, value, timestamp_ms, None)
+                    } else {
+                        match parser.reparse_last() {
+                            Ok(Entry::Sample(se)) => (key, se.value, se.timestamp_ms, Some(se)),
+                            Ok(_) => continue,
+                            Err(e) => {
+                                error = Some(ScrapeError::Parse(e));
+                                break;
+                            }
+                        }
+                    }
+                }
+                FastEntry::Parsed(Entry::Sample(se)) => (
+                    xxh3_128(se.series.as_bytes()),
+                    se.value,
+                    se.timestamp_ms,
+                    Some(se),
+                ),
+                FastEntry::Parsed(Entry::Help { family, help }) => {
                     meta(&mut metadata, family).help = help.into_owned();
                     continue;
                 }
-                Entry::Type {
+                FastEntry::Parsed(Entry::Type {
                     family,
                     metric_type,
-                } => {
+                }) => {
                     meta(&mut metadata, family).metric_type = metric_type;
                     continue;
                 }
-                Entry::Unit { family, unit } => {
+                FastEntry::Parsed(Entry::Unit { family, unit }) => {
                     meta(&mut metadata, family).unit = unit.to_string();
                     continue;
                 }
@@ -275,7 +306,6 @@ impl SeriesCache {
                     o.labels.prefetch();
                 }
             }
-            let key = xxh3_128(se.series.as_bytes());
             // The steady state: the line the previous scrape had here.
             let idx = match self.prev.get(cursor) {
                 Some(&(k, idx)) if k == key => {
@@ -304,6 +334,11 @@ impl SeriesCache {
                             idx
                         }
                         None => {
+                            // A text that is in neither `prev` nor the
+                            // index was parsed in full above.
+                            let Some(se) = se.as_ref() else {
+                                continue;
+                            };
                             let out = match new_series(&mut self.names, se.name, &se.labels, s) {
                                 Ok(out) => out,
                                 Err(e) => {
@@ -340,7 +375,7 @@ impl SeriesCache {
                 samples = Vec::new();
                 continue;
             }
-            let explicit_ts = se.timestamp_ms.filter(|_| s.honor_timestamps);
+            let explicit_ts = line_ts.filter(|_| s.honor_timestamps);
             let o = &mut self.outputs[slot];
             if o.last_seen == iter {
                 res.duplicates += 1;
@@ -355,7 +390,7 @@ impl SeriesCache {
             samples.push(Sample {
                 labels: o.labels.clone(),
                 timestamp_ms: explicit_ts.unwrap_or(ts),
-                value: se.value,
+                value,
             });
         }
         if error.is_none() && limit > 0 && res.post_relabel > limit {

@@ -1194,6 +1194,26 @@ impl SeriesSelect for Db {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<Series>, StorageError> {
+        let blocks: Vec<Arc<Block>> = self
+            .blocks()
+            .into_iter()
+            .filter(|b| b.overlaps(start_ms, end_ms))
+            .collect();
+        if blocks.is_empty() {
+            // Only the head: its series are distinct, so a sort is all the
+            // merge there is to do (a map costs two searches per series).
+            let got = self
+                .head
+                .read()
+                .select(matchers, start_ms, end_ms)
+                .map_err(Self::read_err)?;
+            let mut out: Vec<Series> = got
+                .into_iter()
+                .map(|(labels, samples)| Series { labels, samples })
+                .collect();
+            out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+            return Ok(out);
+        }
         let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
         let mut add = |labels: Labels, samples: Vec<(i64, f64)>| match merged.get_mut(&labels) {
             Some(existing) => {
@@ -1204,10 +1224,7 @@ impl SeriesSelect for Db {
                 merged.insert(labels, samples);
             }
         };
-        for b in self.blocks() {
-            if !b.overlaps(start_ms, end_ms) {
-                continue;
-            }
+        for b in blocks {
             let got = b
                 .select(matchers, start_ms, end_ms)
                 .map_err(|e| StorageError::Read(format!("block {}: {e}", b.meta.ulid)))?;
