@@ -665,6 +665,14 @@ fn check_limits(labels: &Labels, limits: &Limits) -> Result<(), ScrapeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (metric name, value) of each sample, in order.
+    fn named(r: &AppendResult) -> Vec<(String, f64)> {
+        r.samples
+            .iter()
+            .map(|x| (x.labels.metric_name().unwrap().to_string(), x.value))
+            .collect()
+    }
     use panoptes_model::is_stale_nan;
     use serde_json::json;
 
@@ -879,11 +887,7 @@ mod tests {
         let r = c.append(b"c 30\na 10\nb 20\n", Format::PrometheusText, 3000, &s);
         assert!(r.error.is_none());
         assert_eq!((r.added, r.duplicates), (0, 0));
-        let got: Vec<_> = r
-            .samples
-            .iter()
-            .map(|x| (x.labels.metric_name().unwrap().to_string(), x.value))
-            .collect();
+        let got = named(&r);
         assert_eq!(
             got,
             [
@@ -1066,11 +1070,7 @@ mod tests {
         // `x` reuses a freed slot; `a` at position 1 must not be taken for
         // what the old order had there.
         let r = c.append(b"x 1\nb 2\na 3\n", Format::PrometheusText, 9000, &s);
-        let got: Vec<_> = r
-            .samples
-            .iter()
-            .map(|x| (x.labels.metric_name().unwrap().to_string(), x.value))
-            .collect();
+        let got = named(&r);
         assert_eq!(
             got,
             [
