@@ -13,6 +13,13 @@ pub struct Series {
     pub samples: Vec<(i64, f64)>,
 }
 
+/// Reduces samples sorted by time to the newest one.
+pub fn keep_latest(samples: &mut Vec<(i64, f64)>) {
+    if let Some(&last) = samples.last() {
+        *samples = vec![last];
+    }
+}
+
 /// Failures of a read.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -72,6 +79,23 @@ pub trait SeriesSelect: Send + Sync {
         start_ms: i64,
         end_ms: i64,
     ) -> Result<Vec<String>, StorageError>;
+
+    /// Like [`SeriesSelect::select`], but only the newest sample of each
+    /// series in `[start_ms, end_ms]`: what an instant vector selector reads
+    /// (the last sample within the lookback window). Stores override it to
+    /// avoid holding every sample of the window for every series at once.
+    fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        let mut all = self.select(matchers, start_ms, end_ms)?;
+        for s in &mut all {
+            keep_latest(&mut s.samples);
+        }
+        Ok(all)
+    }
 
     /// The latest metadata (type, help, unit) seen per metric family, for
     /// `/api/v1/metadata`. Stores that keep none return nothing.

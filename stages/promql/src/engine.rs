@@ -616,11 +616,18 @@ impl<'a> Evaluator<'a> {
         };
         // A smoothed selector interpolates towards the next sample.
         let after = if vs.smoothed { lookback } else { 0 };
-        let selected = self.store.select(
-            &vs.matchers,
+        let (mint, maxt) = (
             first_te.saturating_sub(lookback).saturating_add(1),
             last_te.saturating_add(after),
-        )?;
+        );
+        // One evaluation time (an instant query, or `@`): only the newest
+        // sample of each series matters, so the store need not hand over
+        // the whole lookback window of every series.
+        let selected = if first_te == last_te && !vs.smoothed && !vs.anchored {
+            self.store.select_latest(&vs.matchers, mint, maxt)?
+        } else {
+            self.store.select(&vs.matchers, mint, maxt)?
+        };
         let mut out = Vec::with_capacity(selected.len());
         let mut total = 0usize;
         for s in selected {

@@ -1188,6 +1188,33 @@ impl SeriesSelect for Db {
         Db::metadata(self)
     }
 
+    fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        start_ms: i64,
+        end_ms: i64,
+    ) -> Result<Vec<Series>, StorageError> {
+        if self.blocks().iter().any(|b| b.overlaps(start_ms, end_ms)) {
+            // Older data in blocks: merge everything, then keep the newest.
+            let mut all = self.select(matchers, start_ms, end_ms)?;
+            for s in &mut all {
+                panoptes_model::keep_latest(&mut s.samples);
+            }
+            return Ok(all);
+        }
+        let got = self
+            .head
+            .read()
+            .select_latest(matchers, start_ms, end_ms)
+            .map_err(Self::read_err)?;
+        let mut out: Vec<Series> = got
+            .into_iter()
+            .map(|(labels, samples)| Series { labels, samples })
+            .collect();
+        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
     fn select(
         &self,
         matchers: &[Matcher],

@@ -827,6 +827,28 @@ impl Head {
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<SelectedSeries>, ChunkError> {
+        self.select_with(matchers, mint, maxt, false)
+    }
+
+    /// [`Head::select`] keeping only each series' newest sample in the
+    /// range, dropped series by series, so that memory stays one sample per
+    /// series however wide the selection.
+    pub fn select_latest(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> Result<Vec<SelectedSeries>, ChunkError> {
+        self.select_with(matchers, mint, maxt, true)
+    }
+
+    fn select_with(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        latest_only: bool,
+    ) -> Result<Vec<SelectedSeries>, ChunkError> {
         let mut out = Vec::new();
         if self.max_t < mint || self.min_t > maxt {
             return Ok(out);
@@ -851,10 +873,13 @@ impl Head {
         let mut syms = SymbolCache::default();
         out.reserve(series.len());
         for s in series {
-            let samples = s.samples_with(mint, maxt, |c| match &c.data {
+            let mut samples = s.samples_with(mint, maxt, |c| match &c.data {
                 ChunkData::Mem(b) => Ok(Cow::Borrowed(&b[..])),
                 ChunkData::Disk(d) => disk.get(d).map(Cow::Borrowed),
             })?;
+            if latest_only {
+                panoptes_model::keep_latest(&mut samples);
+            }
             if !samples.is_empty() {
                 out.push((self.labels_cached(s, &mut syms), samples));
             }
