@@ -1183,6 +1183,17 @@ fn remove_block_dir(dir: &Path, block: &Path) -> Result<(), TsdbError> {
     Ok(())
 }
 
+/// Head series (distinct label sets) as the sorted answer of a select: a
+/// sort is all the merge they need.
+fn sorted_series(got: Vec<head::SelectedSeries>) -> Vec<Series> {
+    let mut out: Vec<Series> = got
+        .into_iter()
+        .map(|(labels, samples)| Series { labels, samples })
+        .collect();
+    out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
 impl SeriesSelect for Db {
     fn metadata(&self) -> Vec<MetricMetadata> {
         Db::metadata(self)
@@ -1207,12 +1218,7 @@ impl SeriesSelect for Db {
             .read()
             .select_latest(matchers, start_ms, end_ms)
             .map_err(Self::read_err)?;
-        let mut out: Vec<Series> = got
-            .into_iter()
-            .map(|(labels, samples)| Series { labels, samples })
-            .collect();
-        out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(sorted_series(got))
     }
 
     fn select(
@@ -1234,12 +1240,7 @@ impl SeriesSelect for Db {
                 .read()
                 .select(matchers, start_ms, end_ms)
                 .map_err(Self::read_err)?;
-            let mut out: Vec<Series> = got
-                .into_iter()
-                .map(|(labels, samples)| Series { labels, samples })
-                .collect();
-            out.sort_unstable_by(|a, b| a.labels.cmp(&b.labels));
-            return Ok(out);
+            return Ok(sorted_series(got));
         }
         let mut merged: BTreeMap<Labels, Vec<(i64, f64)>> = BTreeMap::new();
         let mut add = |labels: Labels, samples: Vec<(i64, f64)>| match merged.get_mut(&labels) {
