@@ -25,5 +25,7 @@ pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{
     is_stale_nan, stale_nan, MetricMetadata, MetricType, Sample, SampleBatch, STALE_NAN_BITS,
 };
-pub use storage::{keep_latest, Series, SeriesSelect, StorageError, StoreStats};
+pub use storage::{
+    keep_latest, keep_latest_of_each, Series, SeriesSelect, StorageError, StoreStats,
+};
 pub use targets::{TargetGroup, TargetHealth, TargetSet, TargetStatus};

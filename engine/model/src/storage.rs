@@ -20,6 +20,13 @@ pub fn keep_latest(samples: &mut Vec<(i64, f64)>) {
     }
 }
 
+/// Reduces every series to its newest sample.
+pub fn keep_latest_of_each(series: &mut [Series]) {
+    for s in series {
+        keep_latest(&mut s.samples);
+    }
+}
+
 /// Failures of a read.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -91,9 +98,7 @@ pub trait SeriesSelect: Send + Sync {
         end_ms: i64,
     ) -> Result<Vec<Series>, StorageError> {
         let mut all = self.select(matchers, start_ms, end_ms)?;
-        for s in &mut all {
-            keep_latest(&mut s.samples);
-        }
+        keep_latest_of_each(&mut all);
         Ok(all)
     }
 

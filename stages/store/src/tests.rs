@@ -185,20 +185,7 @@ fn unusable_path_fails_start_with_a_clear_error() {
     std::fs::write(&file, b"x").unwrap();
     let cfg = h.compile(json!({"path": file.join("db").to_str().unwrap()}));
     let ctx_err = {
-        let ctx = StageContext {
-            id: "tsdb".into(),
-            clock: Arc::new(RealClock),
-            runtime: h._rt.handle().clone(),
-            input: None,
-            outputs: BTreeMap::new(),
-            metrics: prometheus::Registry::new(),
-            state: StateSlot::default(),
-            stores: StoreRegistry::default(),
-            targets: TargetsRegistry::default(),
-            global: Default::default(),
-            base_dir: h.dir.path().to_path_buf(),
-            data_dir: h.dir.path().to_path_buf(),
-        };
+        let ctx = StageContext::standalone("tsdb", h._rt.handle().clone(), h.dir.path());
         match cfg.start(ctx) {
             Ok(_) => panic!("start succeeded on a path under a file"),
             Err(e) => e,

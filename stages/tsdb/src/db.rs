@@ -1208,9 +1208,7 @@ impl SeriesSelect for Db {
         if self.blocks().iter().any(|b| b.overlaps(start_ms, end_ms)) {
             // Older data in blocks: merge everything, then keep the newest.
             let mut all = self.select(matchers, start_ms, end_ms)?;
-            for s in &mut all {
-                panoptes_model::keep_latest(&mut s.samples);
-            }
+            panoptes_model::keep_latest_of_each(&mut all);
             return Ok(all);
         }
         let got = self
