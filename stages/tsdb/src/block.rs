@@ -122,6 +122,19 @@ pub struct Tombstone {
 pub const ENC_XOR: u8 = 1;
 /// Chunk encoding in chunk files: a packed chunk (see [`crate::packed`]).
 pub const ENC_PACKED: u8 = 2;
+/// Chunk encoding in chunk files: a packed chunk whose timestamp and value
+/// columns are separate zstd frames, the timestamps either inline or shared
+/// with an earlier chunk of the same block. Payload: `0:u8 ts:bytes values`
+/// or `1:u8 file:uvarint offset:uvarint values`, where `values` (the rest)
+/// is a compressed value column and a shared reference points at an inline
+/// `ENC_PACKED_SPLIT` chunk. Series scraped together have the same
+/// timestamps, so a block stores each distinct column once.
+pub const ENC_PACKED_SPLIT: u8 = 3;
+const TS_INLINE: u8 = 0;
+const TS_SHARED: u8 = 1;
+/// Bytes of raw timestamp columns a block writer keeps to find repeats.
+/// Past it new columns are still written (inline), just not remembered.
+const SHARED_TS_BUDGET: usize = 64 << 20;
 
 /// Decodes a head chunk into samples (reading it from disk if needed).
 pub type ChunkDecoder<'a> = dyn Fn(&HeadChunk) -> Result<Vec<(i64, f64)>, ChunkError> + 'a;
@@ -180,6 +193,10 @@ pub struct BlockWriter {
     postings: HashMap<(u64, u64), Vec<u32>>,
     stats: BlockStats,
     last_labels: Option<Labels>,
+    /// Raw timestamp columns already written inline → where.
+    ts_columns: HashMap<Vec<u8>, (u32, u64)>,
+    ts_columns_bytes: usize,
+    payload: Vec<u8>,
 }
 
 impl BlockWriter {
@@ -220,6 +237,9 @@ impl BlockWriter {
             postings: HashMap::new(),
             stats: BlockStats::default(),
             last_labels: None,
+            ts_columns: HashMap::new(),
+            ts_columns_bytes: 0,
+            payload: Vec::new(),
         })
     }
 
@@ -241,8 +261,7 @@ impl BlockWriter {
         }
         let mut metas = Vec::new();
         for part in samples.chunks(packed::SAMPLES_PER_PACKED_CHUNK) {
-            let data = packed::encode(part);
-            let (file, off) = self.chunks.write(ENC_PACKED, &data)?;
+            let (file, off) = self.write_chunk(part)?;
             metas.push((part[0].0, part[part.len() - 1].0, file, off));
         }
         let id = self.offsets.len() as u32;
@@ -271,6 +290,36 @@ impl BlockWriter {
         self.stats.num_samples += samples.len() as u64;
         self.last_labels = Some(labels.clone());
         Ok(())
+    }
+
+    /// Writes one `ENC_PACKED_SPLIT` chunk, sharing its timestamp column
+    /// with an earlier chunk when they are equal.
+    fn write_chunk(&mut self, part: &[(i64, f64)]) -> Result<(u32, u64), BlockError> {
+        let ts = packed::timestamp_column(part);
+        let values = packed::compress(&packed::value_column(part));
+        self.payload.clear();
+        let shared = self.ts_columns.get(&ts).copied();
+        match shared {
+            Some((file, off)) => {
+                self.payload.push(TS_SHARED);
+                put_uvarint(&mut self.payload, file as u64);
+                put_uvarint(&mut self.payload, off);
+            }
+            None => {
+                self.payload.push(TS_INLINE);
+                put_bytes(&mut self.payload, &packed::compress(&ts));
+            }
+        }
+        self.payload.extend_from_slice(&values);
+        let payload = std::mem::take(&mut self.payload);
+        let at = self.chunks.write(ENC_PACKED_SPLIT, &payload);
+        self.payload = payload;
+        let at = at?;
+        if shared.is_none() && self.ts_columns_bytes + ts.len() <= SHARED_TS_BUDGET {
+            self.ts_columns_bytes += ts.len();
+            self.ts_columns.insert(ts, at);
+        }
+        Ok(at)
     }
 
     /// Writes the index, tombstones and meta, fsyncs and renames the block
@@ -778,11 +827,63 @@ impl Block {
                 out.extend(all.into_iter().filter(|s| s.0 >= mint && s.0 <= maxt));
                 Ok(())
             }
+            ENC_PACKED_SPLIT => {
+                let bad = |e: String| corrupt(&path(), format!("chunk at byte {}: {e}", m.offset));
+                let mut d = Decoder::new(bytes);
+                let ts = match d.u8().map_err(|e| bad(e.to_string()))? {
+                    TS_INLINE => {
+                        let frame = d.bytes().map_err(|e| bad(e.to_string()))?;
+                        packed::decode_timestamps(frame).map_err(|e| bad(e.to_string()))?
+                    }
+                    TS_SHARED => {
+                        let file = d.uvarint().map_err(|e| bad(e.to_string()))?;
+                        let offset = d.uvarint().map_err(|e| bad(e.to_string()))?;
+                        self.shared_timestamps(file, offset)
+                            .map_err(|e| bad(format!("shared timestamps: {e}")))?
+                    }
+                    other => return Err(bad(format!("unknown timestamp column kind {other}"))),
+                };
+                let start = out.len();
+                packed::decode_values(&bytes[d.position()..], &ts, out)
+                    .map_err(|e| bad(e.to_string()))?;
+                if ts.first().is_some_and(|&t| t < mint) || ts.last().is_some_and(|&t| t > maxt) {
+                    let mut keep = start;
+                    for i in start..out.len() {
+                        if out[i].0 >= mint && out[i].0 <= maxt {
+                            out[keep] = out[i];
+                            keep += 1;
+                        }
+                    }
+                    out.truncate(keep);
+                }
+                Ok(())
+            }
             other => Err(corrupt(
                 &path(),
                 format!("unknown chunk encoding {other} at byte {}", m.offset),
             )),
         }
+    }
+
+    /// The timestamp column an `ENC_PACKED_SPLIT` chunk shares from the
+    /// inline chunk at `file`/`offset`.
+    fn shared_timestamps(&self, file: u64, offset: u64) -> Result<Vec<i64>, String> {
+        let file = u32::try_from(file).map_err(|_| format!("file {file} out of range"))?;
+        let m = ChunkMeta {
+            mint: 0,
+            maxt: 0,
+            file,
+            offset,
+        };
+        let (enc, bytes) = self.chunk(&m).map_err(|e| e.to_string())?;
+        let mut d = Decoder::new(bytes);
+        if enc != ENC_PACKED_SPLIT || d.u8().ok() != Some(TS_INLINE) {
+            return Err(format!(
+                "chunk at file {file} byte {offset} holds no inline timestamps"
+            ));
+        }
+        let frame = d.bytes().map_err(|e| e.to_string())?;
+        packed::decode_timestamps(frame).map_err(|e| e.to_string())
     }
 
     fn deleted(&self, id: u32, t: i64) -> bool {
@@ -1071,5 +1172,95 @@ mod tests {
         fs::write(&f, bytes).unwrap();
         let b = Block::open(&dir.path().join(&meta.ulid)).unwrap();
         assert!(b.select(&[], 0, 300_000).is_err());
+    }
+
+    #[test]
+    fn series_scraped_together_store_their_timestamps_once() {
+        let dir = tempfile::tempdir().unwrap();
+        // Jittered timestamps, the same for every series of a "target".
+        let ts: Vec<i64> = (0..1000i64).map(|i| i * 1000 + (i * 7919) % 13).collect();
+        let series: Vec<SeriesData> = (0..20)
+            .map(|k| SeriesData {
+                labels: Labels::from_pairs([("__name__", "m"), ("k", &format!("{k:02}"))]),
+                chunks: encode_chunks(
+                    &ts.iter()
+                        .enumerate()
+                        .map(|(i, &t)| (t, (i * k) as f64))
+                        .collect::<Vec<_>>(),
+                ),
+            })
+            .collect();
+        let meta = write_block(
+            dir.path(),
+            0,
+            2_000_000,
+            &series,
+            CompactionMeta {
+                level: 1,
+                sources: vec![],
+            },
+            &mem,
+        )
+        .unwrap();
+        let b = Block::open(&dir.path().join(&meta.ulid)).unwrap();
+        for id in 0..20u32 {
+            let (_, chunks) = b.series(id).unwrap();
+            let got = b.samples(id, &chunks, 5_000, 9_999).unwrap();
+            let want: Vec<(i64, f64)> = ts
+                .iter()
+                .enumerate()
+                .map(|(i, &t)| (t, (i * id as usize) as f64))
+                .filter(|s| s.0 >= 5_000 && s.0 <= 9_999)
+                .collect();
+            assert_eq!(got, want, "series {id}");
+        }
+        // Only the first series carries the timestamp column.
+        let sizes: Vec<usize> = (0..20u32)
+            .map(|id| {
+                let (_, c) = b.series(id).unwrap();
+                b.chunk(&c[0]).unwrap().1.len()
+            })
+            .collect();
+        let ts_frame = packed::compress(&packed::timestamp_column(
+            &ts.iter().map(|&t| (t, 0.0)).collect::<Vec<_>>(),
+        ))
+        .len();
+        assert!(
+            sizes[1..].iter().all(|&n| n < ts_frame),
+            "{sizes:?} vs {ts_frame}"
+        );
+    }
+
+    #[test]
+    fn a_broken_shared_timestamp_reference_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = write_block(
+            dir.path(),
+            0,
+            300_000,
+            &data(),
+            CompactionMeta {
+                level: 1,
+                sources: vec![],
+            },
+            &mem,
+        )
+        .unwrap();
+        let path = dir.path().join(&meta.ulid);
+        let b = Block::open(&path).unwrap();
+        let (_, c0) = b.series(0).unwrap();
+        let (_, c1) = b.series(1).unwrap();
+        let first_len = b.chunk(&c0[0]).unwrap().1.len();
+        assert!(b.chunk(&c1[0]).unwrap().1.len() < first_len);
+        drop(b);
+        // Flip a byte inside the first (inline) chunk: the second series'
+        // reads fail with a corruption error naming the chunk, no panic.
+        let f = path.join("chunks").join("000001");
+        let mut bytes = fs::read(&f).unwrap();
+        bytes[HEADER_LEN + 4] ^= 0x55;
+        fs::write(&f, bytes).unwrap();
+        let b = Block::open(&path).unwrap();
+        let err = b.samples(1, &c1, 0, 300_000).unwrap_err().to_string();
+        assert!(err.contains("shared timestamps"), "{err}");
     }
 }

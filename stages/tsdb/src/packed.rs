@@ -3,8 +3,14 @@
 //! written (head cuts and compactions), where the head's Gorilla chunks are
 //! re-encoded once for much smaller files.
 //!
-//! Raw layout before zstd: `n:uvarint`, timestamps as `t0:varint`,
-//! `t1-t0:varint`, then delta-of-deltas as varints; then a value mode byte:
+//! Two columns, each a zstd frame of its own in the block's
+//! `ENC_PACKED_SPLIT` chunks (so a timestamp column can be shared by every
+//! series scraped at the same moments; see `block.rs`), or one frame holding
+//! both in the older `ENC_PACKED` chunks, still read.
+//!
+//! Timestamp column: `n:uvarint`, timestamps as `t0:varint`,
+//! `t1-t0:varint`, then delta-of-deltas as varints. Value column: a mode
+//! byte, then:
 //!
 //! - `2` decimal planes: every value is exactly `m / 10^e` for integers `m`
 //!   (|m| < 2^53) and one exponent `e` (0..=15); stored as `e:u8 width:u8`
@@ -17,7 +23,7 @@
 //!   represent every value bit for bit (NaNs, stale markers, -0.0, infinities,
 //!   long fractions).
 //!
-//! The zstd frame is stored without a dictionary; a chunk decodes alone.
+//! Frames are stored without a dictionary.
 
 use crate::bits::{put_uvarint, put_varint, unzigzag, zigzag, DecodeError, Decoder};
 
@@ -78,10 +84,10 @@ fn common_exponent(values: &[f64]) -> Option<usize> {
         .then_some(e)
 }
 
-/// Encodes sorted samples (strictly increasing timestamps) into one packed
-/// chunk.
-pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(samples.len() * 4 + 16);
+/// The raw (uncompressed) timestamp column of sorted samples: `n:uvarint`,
+/// `t0:varint`, `t1-t0:varint`, then delta-of-deltas as varints.
+pub fn timestamp_column(samples: &[(i64, f64)]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(samples.len() + 16);
     put_uvarint(&mut raw, samples.len() as u64);
     let mut prev_t = 0i64;
     let mut prev_d = 0i64;
@@ -100,6 +106,11 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
         }
         prev_t = t;
     }
+    raw
+}
+
+/// Appends the raw value column (mode byte and data) of `samples`.
+fn put_value_column(raw: &mut Vec<u8>, samples: &[(i64, f64)]) {
     let values: Vec<f64> = samples.iter().map(|s| s.1).collect();
     match common_exponent(&values) {
         Some(e) => {
@@ -134,27 +145,46 @@ pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
             }
         }
     }
-    // Compression of an in-memory buffer cannot fail short of allocation
-    // failure; keep the raw bytes behind a marker if it ever does.
-    match zstd::bulk::compress(&raw, ZSTD_LEVEL) {
-        Ok(z) => z,
-        Err(_) => raw,
-    }
 }
 
-/// Decodes a packed chunk.
-pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
-    let size = zstd::zstd_safe::get_frame_content_size(bytes)
+/// The raw value column of `samples` (its length is the timestamp column's).
+pub fn value_column(samples: &[(i64, f64)]) -> Vec<u8> {
+    let mut raw = Vec::with_capacity(samples.len() * 2 + 8);
+    put_value_column(&mut raw, samples);
+    raw
+}
+
+/// zstd-compresses one column.
+pub fn compress(raw: &[u8]) -> Vec<u8> {
+    // Compression of an in-memory buffer cannot fail short of allocation
+    // failure; the reader then sees a frame error, not wrong data.
+    zstd::bulk::compress(raw, ZSTD_LEVEL).unwrap_or_default()
+}
+
+/// Decompresses one zstd frame.
+pub fn decompress(frame: &[u8]) -> Result<Vec<u8>, PackedError> {
+    let size = zstd::zstd_safe::get_frame_content_size(frame)
         .ok()
         .flatten()
         .unwrap_or(1 << 20)
         .min(64 << 20) as usize;
-    let raw = zstd::bulk::decompress(bytes, size)?;
-    let mut d = Decoder::new(&raw);
+    Ok(zstd::bulk::decompress(frame, size)?)
+}
+
+/// Encodes sorted samples into one single-frame packed chunk (timestamps
+/// then values in one zstd frame).
+pub fn encode(samples: &[(i64, f64)]) -> Vec<u8> {
+    let mut raw = timestamp_column(samples);
+    put_value_column(&mut raw, samples);
+    compress(&raw)
+}
+
+/// Reads a raw timestamp column from `d`.
+fn read_timestamps(d: &mut Decoder) -> Result<Vec<i64>, PackedError> {
     let n = d.uvarint()? as usize;
-    // Each sample takes at least one byte per column, so `n` is bounded by
-    // the input: a corrupt count cannot make us allocate wildly.
-    if n > raw.len() {
+    // Each timestamp takes at least one byte, so `n` is bounded by the
+    // input: a corrupt count cannot make us allocate wildly.
+    if n > d.remaining() {
         return Err(DecodeError {
             offset: 0,
             what: "sample count exceeds data",
@@ -178,10 +208,23 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
         }
         ts.push(t);
     }
-    let mut out = Vec::with_capacity(n);
+    Ok(ts)
+}
+
+/// Decodes a compressed timestamp column.
+pub fn decode_timestamps(frame: &[u8]) -> Result<Vec<i64>, PackedError> {
+    let raw = decompress(frame)?;
+    let mut d = Decoder::new(&raw);
+    read_timestamps(&mut d)
+}
+
+/// Reads a raw value column for timestamps `ts`, pairing them into `out`.
+fn read_values(d: &mut Decoder, ts: &[i64], out: &mut Vec<(i64, f64)>) -> Result<(), PackedError> {
+    let n = ts.len();
     if n == 0 {
-        return Ok(out);
+        return Ok(());
     }
+    out.reserve(n);
     match d.u8()? {
         MODE_DECIMAL => {
             let e = d.u8()? as usize;
@@ -189,7 +232,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
                 return Err(PackedError::Mode(MODE_DECIMAL));
             }
             let mut m = 0i64;
-            for &t in &ts {
+            for &t in ts {
                 m = m.wrapping_add(d.varint()?);
                 out.push((t, m as f64 / POW10[e]));
             }
@@ -213,7 +256,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
         }
         MODE_XOR => {
             let mut prev = 0u64;
-            for &t in &ts {
+            for &t in ts {
                 let bits = d.u64_le()? ^ prev;
                 out.push((t, f64::from_bits(bits)));
                 prev = bits;
@@ -221,6 +264,26 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
         }
         other => return Err(PackedError::Mode(other)),
     }
+    Ok(())
+}
+
+/// Decodes a compressed value column for the timestamps `ts` into `out`.
+pub fn decode_values(
+    frame: &[u8],
+    ts: &[i64],
+    out: &mut Vec<(i64, f64)>,
+) -> Result<(), PackedError> {
+    let raw = decompress(frame)?;
+    read_values(&mut Decoder::new(&raw), ts, out)
+}
+
+/// Decodes a single-frame packed chunk.
+pub fn decode(bytes: &[u8]) -> Result<Vec<(i64, f64)>, PackedError> {
+    let raw = decompress(bytes)?;
+    let mut d = Decoder::new(&raw);
+    let ts = read_timestamps(&mut d)?;
+    let mut out = Vec::new();
+    read_values(&mut d, &ts, &mut out)?;
     Ok(out)
 }
 
