@@ -102,6 +102,14 @@ pub trait SeriesSelect: Send + Sync {
         Ok(all)
     }
 
+    /// An upper bound on how many series `matchers` can select, when the
+    /// store can tell cheaply (from its index); `None` when it cannot. The
+    /// query API runs queries that touch few series on the request's own
+    /// thread and hands the others to a blocking thread.
+    fn series_upper_bound(&self, _matchers: &[Matcher]) -> Option<usize> {
+        None
+    }
+
     /// The latest metadata (type, help, unit) seen per metric family, for
     /// `/api/v1/metadata`. Stores that keep none return nothing.
     fn metadata(&self) -> Vec<MetricMetadata> {

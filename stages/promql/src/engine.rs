@@ -164,6 +164,31 @@ impl Engine {
     }
 
     /// Evaluates `expr` at one instant.
+    /// An upper bound on the series an instant evaluation of `expr` reads,
+    /// from the store's index; `None` when the store cannot tell or the
+    /// query reads much per series (subqueries, ranges over an hour).
+    pub fn instant_read_bound(store: &dyn SeriesSelect, expr: &Expr) -> Option<usize> {
+        const LONG_RANGE_MS: i64 = 3_600_000;
+        let mut total = Some(0usize);
+        expr.walk(&mut |e| {
+            let Some(sum) = total else { return };
+            total = match e {
+                Expr::Subquery(_) => None,
+                Expr::Vector(v) => store
+                    .series_upper_bound(&v.matchers)
+                    .map(|n| sum.saturating_add(n)),
+                Expr::Matrix(m) => m
+                    .range
+                    .as_literal()
+                    .filter(|&ms| ms <= LONG_RANGE_MS)
+                    .and_then(|_| store.series_upper_bound(&m.vector.matchers))
+                    .map(|n| sum.saturating_add(n)),
+                _ => Some(sum),
+            };
+        });
+        total
+    }
+
     pub fn instant(
         &self,
         store: &dyn SeriesSelect,
@@ -815,5 +840,57 @@ impl<'a> Evaluator<'a> {
             Expr::Subquery(sq) => self.eval_subquery(sq, grid),
             _ => exec_err("expected range vector"),
         }
+    }
+}
+
+#[cfg(test)]
+mod read_bound_tests {
+    use super::*;
+    use panoptes_model::{Matcher, Series, StorageError};
+    use panoptes_promql_parser::parse;
+
+    /// A store whose index says each metric name matches as many series as
+    /// the number in its name (`m7` → 7) and cannot bound anything else.
+    struct Sized;
+
+    impl SeriesSelect for Sized {
+        fn select(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<Series>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn label_names(&self, _: &[Matcher], _: i64, _: i64) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn label_values(
+            &self,
+            _: &str,
+            _: &[Matcher],
+            _: i64,
+            _: i64,
+        ) -> Result<Vec<String>, StorageError> {
+            Ok(Vec::new())
+        }
+        fn series_upper_bound(&self, matchers: &[Matcher]) -> Option<usize> {
+            matchers
+                .iter()
+                .find(|m| m.name == METRIC_NAME)
+                .and_then(|m| m.value.strip_prefix('m')?.parse().ok())
+        }
+    }
+
+    fn bound(q: &str) -> Option<usize> {
+        Engine::instant_read_bound(&Sized, &parse(q).unwrap())
+    }
+
+    #[test]
+    fn bounds_add_up_over_selectors_and_give_up_on_long_reads() {
+        assert_eq!(bound("1 + 2"), Some(0));
+        assert_eq!(bound("m7"), Some(7));
+        assert_eq!(
+            bound("sum by (a) (rate(m7[5m])) / on() group_left m30"),
+            Some(37)
+        );
+        assert_eq!(bound("{job=\"x\"}"), None);
+        assert_eq!(bound("rate(m7[2h])"), None);
+        assert_eq!(bound("max_over_time(m7[5m:1m])"), None);
     }
 }

@@ -1010,6 +1010,19 @@ impl PostingsSource for Block {
             .unwrap_or_default())
     }
 
+    fn postings_len(&self, name: &str, value: &str) -> Result<usize, BlockError> {
+        let Some(values) = self.postings_table.get(name) else {
+            return Ok(0);
+        };
+        let Ok(i) = values.binary_search_by(|(v, _)| (**v).cmp(value)) else {
+            return Ok(0);
+        };
+        let n = Decoder::at(&self.index, values[i].1 as usize)
+            .uvarint()
+            .map_err(decode_err(&self.index_path))?;
+        Ok((n as usize).min(self.num_series as usize))
+    }
+
     fn postings(&self, name: &str, value: &str) -> Result<Vec<u32>, BlockError> {
         let Some(values) = self.postings_table.get(name) else {
             return Ok(Vec::new());

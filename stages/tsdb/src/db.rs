@@ -19,7 +19,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::block::{self, Block, BlockError, CompactionMeta};
 use crate::chunk::ChunkError;
 use crate::head::{self, merge_samples, Head, RejectReason, Verdict};
-use crate::postings::PostingsSource;
+use crate::postings::{self, PostingsSource};
 use crate::source_refs::SourceRefs;
 use crate::wal::{self, FsyncPolicy, Record, RefSample, Wal, WalError, WalOptions};
 
@@ -1199,6 +1199,15 @@ impl SeriesSelect for Db {
         Db::metadata(self)
     }
 
+    fn series_upper_bound(&self, matchers: &[Matcher]) -> Option<usize> {
+        let head = postings::upper_bound(&*self.head.read(), matchers).unwrap_or_default();
+        let mut total = head?;
+        for b in self.blocks() {
+            total += postings::upper_bound(&*b, matchers).ok().flatten()?;
+        }
+        Some(total)
+    }
+
     fn select_latest(
         &self,
         matchers: &[Matcher],
@@ -1554,6 +1563,15 @@ mod tests {
             db.label_names(&m, 0, 5_000).unwrap(),
             vec!["__name__", "job"]
         );
+        // Bounds from postings, head plus every block holding the series.
+        let blocks = db.stats().blocks;
+        assert_eq!(db.series_upper_bound(&m), Some(1 + blocks as usize));
+        assert_eq!(
+            db.series_upper_bound(&[Matcher::equal("job", "zz")]),
+            Some(0)
+        );
+        let regex = Matcher::new(panoptes_model::MatchOp::RegexMatch, "job", "a|b").unwrap();
+        assert_eq!(db.series_upper_bound(&[regex]), None);
         // Too old now that the range is in a block.
         let out = db.append(&batch(&[("c", 1000, 1.0)])).unwrap();
         assert_eq!(out.rejected, vec![(RejectReason::TooOld, 1)]);

@@ -26,6 +26,29 @@ pub trait PostingsSource {
     fn postings_ref(&self, name: &str, value: &str) -> Result<Cow<'_, [u32]>, Self::Error> {
         self.postings(name, value).map(Cow::Owned)
     }
+
+    /// The length of [`PostingsSource::postings`], where a source can tell
+    /// without building the list.
+    fn postings_len(&self, name: &str, value: &str) -> Result<usize, Self::Error> {
+        self.postings_ref(name, value).map(|p| p.len())
+    }
+}
+
+/// An upper bound on the series `matchers` select: the shortest postings
+/// list among their equality matchers (`None` without one, e.g. only
+/// regexes or negations).
+pub fn upper_bound<S: PostingsSource>(
+    src: &S,
+    matchers: &[Matcher],
+) -> Result<Option<usize>, S::Error> {
+    let mut bound: Option<usize> = None;
+    for m in matchers {
+        if m.op == MatchOp::Equal && !m.value.is_empty() {
+            let n = src.postings_len(&m.name, &m.value)?;
+            bound = Some(bound.map_or(n, |b| b.min(n)));
+        }
+    }
+    Ok(bound)
 }
 
 /// Intersection of two sorted lists.
