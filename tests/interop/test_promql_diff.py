@@ -113,17 +113,6 @@ DELIBERATE_3X_DIFFERENCES = {
 # They still run; a difference is printed but does not fail the group, and a
 # match prints "now matches, remove from KNOWN_DIFFERENCES".
 KNOWN_DIFFERENCES = {
-    'year(weird_value{kind=~"huge|tiny"})':
-        "Prometheus converts the value to a Go time (int64 seconds) and answers for any value: "
-        "year(1e15) is 31690708; Panoptes drops the series whose date is outside its calendar "
-        "range instead of answering",
-    'hour(weird_value{kind=~"nan|posinf|neginf|large"})':
-        "doubtful, low priority: for NaN, ±Inf and values beyond int64 Go's int64(x) gives "
-        "math.MinInt64 on amd64, so Prometheus answers hour 15 / year 292277026596; Panoptes "
-        "answers NaN (NaN, ±Inf) or drops the series (1e300)",
-    "1e309":
-        "doubtful: 2.42 fails with bad_data (strconv.ParseFloat range error, 'error parsing number'); "
-        "Panoptes answers +Inf. To check against 3.x's number parsing before changing",
 }
 
 # Same float, written differently in the JSON answer. A client that parses the

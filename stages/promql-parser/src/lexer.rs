@@ -153,12 +153,39 @@ fn number(i: &str) -> IResult<&str, &str> {
     alt((hex, with_int, frac_only)).parse(i)
 }
 
-fn parse_number_text(text: &str) -> Option<f64> {
+/// The value of a number literal as Prometheus reads it: first as an
+/// integer with Go's base prefixes (`0x1f`, and a leading `0` means octal,
+/// so `010` is 8), then as a float (`08` is 8). A float beyond the f64
+/// range is an error, not infinity.
+fn parse_number_text(text: &str) -> Result<f64, String> {
     let clean: String = text.chars().filter(|&c| c != '_').collect();
-    if clean.starts_with("0x") || clean.starts_with("0X") {
-        return u64::from_str_radix(&clean[2..], 16).ok().map(|v| v as f64);
+    let int = if let Some(hex) = clean
+        .strip_prefix("0x")
+        .or_else(|| clean.strip_prefix("0X"))
+    {
+        i64::from_str_radix(hex, 16).ok()
+    } else if clean.len() > 1 && clean.starts_with('0') {
+        i64::from_str_radix(&clean[1..], 8).ok()
+    } else {
+        clean.parse::<i64>().ok()
+    };
+    if let Some(i) = int {
+        return Ok(i as f64);
     }
-    clean.parse::<f64>().ok()
+    let syntax =
+        || format!("error parsing number: strconv.ParseFloat: parsing {text:?}: invalid syntax");
+    if clean.starts_with("0x") || clean.starts_with("0X") {
+        // Go reads hex floats only with a `p` exponent, which the lexer
+        // never produces: a hex integer past i64 is this error.
+        return Err(syntax());
+    }
+    match clean.parse::<f64>() {
+        Ok(v) if v.is_infinite() => Err(format!(
+            "error parsing number: strconv.ParseFloat: parsing {text:?}: value out of range"
+        )),
+        Ok(v) => Ok(v),
+        Err(_) => Err(syntax()),
+    }
 }
 
 /// Reads a quoted string at the start of `i` (which begins with the quote
@@ -356,13 +383,14 @@ pub fn tokenize(input: &str) -> Result<Vec<Token>, ParseError> {
         });
         pos += len;
     }
-    if let Some((t, at)) = open.last() {
-        let (at, msg) = match t {
-            Tok::LParen => (*at, "unclosed left parenthesis"),
-            Tok::LBrace => (input.len(), "unexpected end of input inside braces"),
-            _ => (*at, "unclosed left bracket"),
+    if let Some((t, _)) = open.last() {
+        // Reported where the input ends, as Prometheus does.
+        let msg = match t {
+            Tok::LParen => "unclosed left parenthesis",
+            Tok::LBrace => "unexpected end of input inside braces",
+            _ => "unclosed left bracket",
         };
-        return Err(ParseError::at(at, msg.to_string()));
+        return Err(ParseError::at(input.len(), msg.to_string()));
     }
     toks.push(Token {
         tok: Tok::Eof,
@@ -395,7 +423,7 @@ fn lex_number_or_duration(rest: &str, start: usize) -> Result<(Tok, usize), Pars
             format!("bad number or duration syntax: \"{text}{tail}\""),
         ));
     }
-    let v = parse_number_text(text).ok_or_else(bad)?;
+    let v = parse_number_text(text).map_err(|msg| ParseError::at(start, msg))?;
     Ok((Tok::Number(v), text.len()))
 }
 
@@ -424,6 +452,15 @@ mod tests {
         assert_eq!(kinds(".5e1"), vec![Tok::Number(5.0), Tok::Eof]);
         assert_eq!(kinds("2."), vec![Tok::Number(2.0), Tok::Eof]);
         assert_eq!(kinds("1_000"), vec![Tok::Number(1000.0), Tok::Eof]);
+        // Go's integer syntax first: a leading 0 is octal, unless that fails.
+        assert_eq!(kinds("010"), vec![Tok::Number(8.0), Tok::Eof]);
+        assert_eq!(kinds("08"), vec![Tok::Number(8.0), Tok::Eof]);
+        assert_eq!(kinds("0755.5"), vec![Tok::Number(755.5), Tok::Eof]);
+        assert_eq!(kinds("1e-400"), vec![Tok::Number(0.0), Tok::Eof]);
+        let err = tokenize("-1e309").unwrap_err().to_string();
+        assert!(err.contains("value out of range"), "{err}");
+        let err = tokenize("0xFFFFFFFFFFFFFFFFFF").unwrap_err().to_string();
+        assert!(err.contains("invalid syntax"), "{err}");
         assert!(tokenize("1x").is_err());
     }
 

@@ -122,8 +122,12 @@ const VALID: &[(&str, &str)] = &[
 const INVALID: &[(&str, &str)] = &[
     ("", "1:1: parse error: no expression found in input"),
     ("foo{", "1:5: parse error: unexpected end of input inside braces"),
-    ("(foo", "1:1: parse error: unclosed left parenthesis"),
-    ("foo[5m", "1:4: parse error: unclosed left bracket"),
+    ("(foo", "1:5: parse error: unclosed left parenthesis"),
+    (
+        "-1e309",
+        "1:2: parse error: error parsing number: strconv.ParseFloat: parsing \"1e309\": value out of range",
+    ),
+    ("foo[5m", "1:7: parse error: unclosed left bracket"),
     ("foo}", "1:4: parse error: unexpected right brace '}'"),
     ("foo]", "1:4: parse error: unexpected right bracket ']'"),
     ("{}", "1:1: parse error: vector selector must contain at least one non-empty matcher"),

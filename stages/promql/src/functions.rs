@@ -5,7 +5,6 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
-use chrono::{Datelike, TimeZone, Timelike, Utc};
 use panoptes_model::{Labels, MatchOp, METRIC_NAME};
 use panoptes_promql_parser::{Call, Expr};
 use regex::Regex;
@@ -532,27 +531,119 @@ fn simple_math(name: &str, v: f64) -> Option<f64> {
     })
 }
 
-fn date_fn(name: &str, v: f64) -> Option<f64> {
-    if !v.is_finite() {
-        return Some(f64::NAN);
+/// `int64(v)` as Go compiles it on amd64: truncation toward zero, and the
+/// "integer indefinite" `i64::MIN` for NaN and anything out of range.
+fn go_int64(v: f64) -> i64 {
+    if v >= -9_223_372_036_854_775_808.0 && v < 9_223_372_036_854_775_808.0 {
+        v as i64
+    } else {
+        i64::MIN
     }
-    let secs = v.trunc() as i64;
-    let t = Utc.timestamp_opt(secs, 0).single()?;
-    Some(match name {
-        "day_of_month" => t.day() as f64,
-        "day_of_week" => t.weekday().num_days_from_sunday() as f64,
-        "day_of_year" => t.ordinal() as f64,
-        "days_in_month" => {
-            let (y, m) = (t.year(), t.month());
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            let first_next = chrono::NaiveDate::from_ymd_opt(ny, nm, 1)?;
-            let first = chrono::NaiveDate::from_ymd_opt(y, m, 1)?;
-            (first_next - first).num_days() as f64
+}
+
+/// A UTC calendar date as Go's `time.Unix(sec, 0).UTC()` gives it.
+struct GoDate {
+    year: i64,
+    /// 1..=12
+    month: u32,
+    /// 1..=31
+    day: u32,
+    /// 0-based day of the year.
+    yday: u32,
+    hour: u32,
+    minute: u32,
+    /// 0 = Sunday.
+    weekday: u32,
+}
+
+const SECONDS_PER_DAY: u64 = 86_400;
+const DAYS_PER_400_YEARS: u64 = 365 * 400 + 97;
+const DAYS_PER_100_YEARS: u64 = 365 * 100 + 24;
+const DAYS_PER_4_YEARS: u64 = 365 * 4 + 1;
+/// The year Go's unsigned "absolute" time counts from.
+const ABSOLUTE_ZERO_YEAR: i64 = -292_277_022_399;
+/// Seconds from Go's absolute zero to the Unix epoch.
+const UNIX_TO_ABSOLUTE: i64 = 9_223_372_028_715_321_600;
+const DAYS_BEFORE_MONTH: [u32; 13] = [0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365];
+
+fn is_leap(year: i64) -> bool {
+    year % 4 == 0 && (year % 100 != 0 || year % 400 == 0)
+}
+
+impl GoDate {
+    /// The same arithmetic as Go's `time` package (before Go 1.23, which
+    /// Prometheus 2.x is built with), wrapping the same way for seconds
+    /// beyond any calendar, so `year(1e300)` answers what Prometheus does.
+    fn from_unix(sec: i64) -> GoDate {
+        let abs = sec.wrapping_add(UNIX_TO_ABSOLUTE) as u64;
+        let mut d = abs / SECONDS_PER_DAY;
+        let mut n = d / DAYS_PER_400_YEARS;
+        let mut y = 400 * n;
+        d -= DAYS_PER_400_YEARS * n;
+        // The last 100- and 1-year cycles of a 400/4-year cycle are a day
+        // longer; `n >> 2` keeps their last day in the cycle.
+        n = d / DAYS_PER_100_YEARS;
+        n -= n >> 2;
+        y += 100 * n;
+        d -= DAYS_PER_100_YEARS * n;
+        n = d / DAYS_PER_4_YEARS;
+        y += 4 * n;
+        d -= DAYS_PER_4_YEARS * n;
+        n = d / 365;
+        n -= n >> 2;
+        y += n;
+        d -= 365 * n;
+        let year = (y as i64).wrapping_add(ABSOLUTE_ZERO_YEAR);
+        let yday = d as u32;
+        let mut day = yday;
+        let (month, day) = if is_leap(year) && day == 31 + 29 - 1 {
+            (2, 29)
+        } else {
+            if is_leap(year) && day > 31 + 29 - 1 {
+                day -= 1;
+            }
+            let mut m = (day / 31) as usize;
+            let end = DAYS_BEFORE_MONTH[m + 1];
+            let begin = if day >= end {
+                m += 1;
+                end
+            } else {
+                DAYS_BEFORE_MONTH[m]
+            };
+            (m as u32 + 1, day - begin + 1)
+        };
+        GoDate {
+            year,
+            month,
+            day,
+            yday,
+            hour: ((abs % SECONDS_PER_DAY) / 3600) as u32,
+            minute: ((abs % 3600) / 60) as u32,
+            // Go's absolute zero is a Monday.
+            weekday: ((abs.wrapping_add(SECONDS_PER_DAY) % (7 * SECONDS_PER_DAY)) / SECONDS_PER_DAY)
+                as u32,
         }
-        "hour" => t.hour() as f64,
-        "minute" => t.minute() as f64,
-        "month" => t.month() as f64,
-        "year" => t.year() as f64,
+    }
+
+    fn days_in_month(&self) -> u32 {
+        match self.month {
+            2 if is_leap(self.year) => 29,
+            m => DAYS_BEFORE_MONTH[m as usize] - DAYS_BEFORE_MONTH[m as usize - 1],
+        }
+    }
+}
+
+fn date_fn(name: &str, v: f64) -> Option<f64> {
+    let t = GoDate::from_unix(go_int64(v));
+    Some(match name {
+        "day_of_month" => t.day as f64,
+        "day_of_week" => t.weekday as f64,
+        "day_of_year" => (t.yday + 1) as f64,
+        "days_in_month" => t.days_in_month() as f64,
+        "hour" => t.hour as f64,
+        "minute" => t.minute as f64,
+        "month" => t.month as f64,
+        "year" => t.year as f64,
         _ => return None,
     })
 }

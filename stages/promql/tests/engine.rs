@@ -218,7 +218,7 @@ fn query_text_entry_points_report_positions_and_parse_errors() {
     assert_eq!(err.error_type(), "bad_data");
     assert_eq!(
         err.to_string(),
-        "1:4: parse error: unclosed left parenthesis"
+        "1:5: parse error: unclosed left parenthesis"
     );
 }
 
