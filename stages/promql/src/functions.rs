@@ -534,7 +534,7 @@ fn simple_math(name: &str, v: f64) -> Option<f64> {
 /// `int64(v)` as Go compiles it on amd64: truncation toward zero, and the
 /// "integer indefinite" `i64::MIN` for NaN and anything out of range.
 fn go_int64(v: f64) -> i64 {
-    if v >= -9_223_372_036_854_775_808.0 && v < 9_223_372_036_854_775_808.0 {
+    if (-9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0).contains(&v) {
         v as i64
     } else {
         i64::MIN
