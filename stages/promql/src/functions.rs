@@ -1539,3 +1539,28 @@ mod tests {
         assert_eq!(natural_cmp("b", "a10"), std::cmp::Ordering::Greater);
     }
 }
+
+#[cfg(test)]
+mod go_date_tests {
+    use super::*;
+
+    #[test]
+    fn dates_match_go_for_any_value() {
+        // 2024-02-29 12:34:56 UTC, a Thursday.
+        let t = GoDate::from_unix(1_709_210_096);
+        assert_eq!((t.year, t.month, t.day, t.yday), (2024, 2, 29, 59));
+        assert_eq!((t.hour, t.minute, t.weekday), (12, 34, 4));
+        assert_eq!(t.days_in_month(), 29);
+        let t = GoDate::from_unix(-1);
+        assert_eq!(
+            (t.year, t.month, t.day, t.hour, t.weekday),
+            (1969, 12, 31, 23, 3)
+        );
+        // Far outside any calendar, Go's wrapping arithmetic (what
+        // Prometheus answers).
+        assert_eq!(date_fn("year", 1e15), Some(31_690_708.0));
+        assert_eq!(date_fn("year", f64::NAN), Some(292_277_026_596.0));
+        assert_eq!(date_fn("hour", f64::INFINITY), Some(15.0));
+        assert_eq!(date_fn("hour", 1e300), Some(15.0));
+    }
+}
