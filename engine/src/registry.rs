@@ -2,7 +2,7 @@
 //! in the binary's `registry()`), and the engine's only way to find a kind.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::stage::StageKind;
 
@@ -10,9 +10,6 @@ use crate::stage::StageKind;
 #[derive(Clone, Default)]
 pub struct Registry {
     kinds: BTreeMap<&'static str, Arc<dyn StageKind>>,
-    /// The pipeline schema and its compiled validator, built once: every
-    /// validate and reload would otherwise recompile them.
-    checked_schema: Arc<OnceLock<CheckedSchema>>,
 }
 
 /// The pipeline schema with its validator (or why it does not compile).
@@ -29,20 +26,19 @@ impl Registry {
     /// Adds a kind. A second kind with the same name replaces the first.
     pub fn register(&mut self, kind: impl StageKind) -> &mut Self {
         self.kinds.insert(kind.name(), Arc::new(kind));
-        self.checked_schema = Arc::default();
         self
     }
 
-    /// The pipeline schema of these kinds, compiled once.
-    pub fn checked_schema(&self) -> &CheckedSchema {
-        self.checked_schema.get_or_init(|| {
-            let schema = crate::schema::pipeline_schema(self);
-            let validator = jsonschema::options()
-                .with_draft(jsonschema::Draft::Draft7)
-                .build(&schema)
-                .map_err(|e| e.to_string());
-            CheckedSchema { schema, validator }
-        })
+    /// The pipeline schema of these kinds with its validator. Built per
+    /// use and dropped after: it takes milliseconds to build but holds
+    /// ~12 MB, which a running server would keep for its next reload.
+    pub fn checked_schema(&self) -> CheckedSchema {
+        let schema = crate::schema::pipeline_schema(self);
+        let validator = jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft7)
+            .build(&schema)
+            .map_err(|e| e.to_string());
+        CheckedSchema { schema, validator }
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn StageKind>> {

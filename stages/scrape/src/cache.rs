@@ -16,10 +16,11 @@
 //! The cache is keyed by the 128-bit xxh3 hash of that text rather than the
 //! text itself: the lookup then touches no out-of-line key (a cache miss per
 //! line otherwise), and a collision among 2^64 series is not a practical
-//! concern. Label names are interned per target so that the label sets of
-//! all its series share their name strings.
+//! concern. Label names and values are interned per target so that the
+//! label sets of its series share their strings (a target's series repeat
+//! the same few handlers, methods, codes and metric names).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
@@ -37,8 +38,8 @@ const PREFETCH_DISTANCE: usize = 12;
 /// Scrapes after which an unseen cache entry is dropped.
 pub const EVICT_AFTER: u64 = 10;
 
-/// Interned label names kept per target before the table is reset.
-const MAX_INTERNED_NAMES: usize = 10_000;
+/// Interned strings of a target below which the interner is not swept.
+const MIN_INTERNED_SWEEP: usize = 4096;
 
 /// What the append path needs to know about the target.
 #[derive(Clone, Debug)]
@@ -149,8 +150,8 @@ pub struct SeriesCache {
     prev: Vec<(u128, u32)>,
     /// The sample lines of the current scrape (becomes `prev` on success).
     next: Vec<(u128, u32)>,
-    /// Interned label names.
-    names: HashMap<Box<str>, Arc<str>>,
+    /// Interned label names and values.
+    strings: Interner,
     /// The current scrape number (starts at 1).
     iter: u64,
     /// The last successful scrape, whose series are candidates for staleness.
@@ -178,7 +179,7 @@ impl SeriesCache {
             out_index: IdentityMap::default(),
             prev: Vec::new(),
             next: Vec::new(),
-            names: HashMap::new(),
+            strings: Interner::default(),
             iter: 0,
             last_ok: 0,
             last_len: 0,
@@ -339,7 +340,7 @@ impl SeriesCache {
                             let Some(se) = se.as_ref() else {
                                 continue;
                             };
-                            let out = match new_series(&mut self.names, se.name, &se.labels, s) {
+                            let out = match new_series(&mut self.strings, se.name, &se.labels, s) {
                                 Ok(out) => out,
                                 Err(e) => {
                                     error = Some(e);
@@ -534,10 +535,7 @@ impl SeriesCache {
             self.prev.clear();
         }
         self.last_ok = if ok { iter } else { 0 };
-        // A target inventing label names forever must not grow this.
-        if self.names.len() > MAX_INTERNED_NAMES {
-            self.names.clear();
-        }
+        self.strings.sweep();
     }
 
     fn release_output(&mut self, slot: u32) {
@@ -568,26 +566,45 @@ fn meta<'m, 'b>(
 }
 
 /// Computes the final labels of a series seen for the first time.
-fn intern(names: &mut HashMap<Box<str>, Arc<str>>, name: &str) -> Arc<str> {
-    if let Some(a) = names.get(name) {
-        return a.clone();
+/// Shared copies of the strings a target's label sets use.
+#[derive(Default)]
+struct Interner {
+    set: HashSet<Arc<str>>,
+    /// Size after the last sweep: the next comes when the set doubles.
+    swept_at: usize,
+}
+
+impl Interner {
+    fn get(&mut self, s: &str) -> Arc<str> {
+        if let Some(a) = self.set.get(s) {
+            return a.clone();
+        }
+        let a: Arc<str> = Arc::from(s);
+        self.set.insert(a.clone());
+        a
     }
-    let a: Arc<str> = Arc::from(name);
-    names.insert(name.into(), a.clone());
-    a
+
+    /// Forgets strings no label set holds any more, so a target that
+    /// invents values forever (ids, timestamps) does not grow the set.
+    fn sweep(&mut self) {
+        if self.set.len() > MIN_INTERNED_SWEEP.max(2 * self.swept_at) {
+            self.set.retain(|a| Arc::strong_count(a) > 1);
+            self.swept_at = self.set.len();
+        }
+    }
 }
 
 fn new_series(
-    names: &mut HashMap<Box<str>, Arc<str>>,
+    strings: &mut Interner,
     name: &str,
     pairs: &LabelPairs<'_>,
     s: &AppendSettings,
 ) -> Result<Option<(Labels, u64)>, ScrapeError> {
     let mut b = LabelsBuilder::with_capacity(pairs.len() + s.target_labels.len() + 1);
-    b.set(intern(names, "__name__"), name);
+    b.set(strings.get("__name__"), strings.get(name));
     for (n, v) in pairs.iter() {
         if !v.is_empty() {
-            b.set(intern(names, n), &**v);
+            b.set(strings.get(n), strings.get(v));
         }
     }
     if s.honor_labels {
@@ -664,6 +681,21 @@ fn check_limits(labels: &Labels, limits: &Limits) -> Result<(), ScrapeError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn interned_strings_are_shared_and_forgotten_once_unused() {
+        let mut strings = Interner::default();
+        let a = strings.get("GET");
+        assert!(Arc::ptr_eq(&a, &strings.get("GET")));
+        // Values nobody holds any more are dropped at the next sweep past
+        // the threshold; held ones stay shared.
+        for i in 0..2 * MIN_INTERNED_SWEEP {
+            strings.get(&format!("id-{i}"));
+        }
+        strings.sweep();
+        assert_eq!(strings.set.len(), 1);
+        assert!(Arc::ptr_eq(&a, &strings.get("GET")));
+    }
     use super::*;
 
     /// (metric name, value) of each sample, in order.

@@ -46,6 +46,16 @@ impl BitWriter {
         self.buf.shrink_to_fit();
     }
 
+    /// Free bytes left before the buffer must grow.
+    pub fn spare_capacity(&self) -> usize {
+        self.buf.capacity() - self.buf.len()
+    }
+
+    /// Grows the buffer by exactly `additional` bytes of capacity.
+    pub fn reserve_exact(&mut self, additional: usize) {
+        self.buf.reserve_exact(additional);
+    }
+
     #[inline]
     pub fn write_bit(&mut self, bit: bool) {
         if self.free == 0 {

@@ -51,11 +51,16 @@ impl Default for XorAppender {
 
 impl XorAppender {
     pub fn new() -> Self {
+        Self::with_capacity(128)
+    }
+
+    /// An empty chunk with room for `bytes` of encoded data: the head sizes
+    /// a series' next chunk by its last one, so open chunks (one per series)
+    /// hold little unused capacity.
+    pub fn with_capacity(bytes: usize) -> Self {
         XorAppender {
-            // Room for a typical chunk up front: growing a byte at a time
-            // costs several reallocations per chunk.
             w: BitWriter::with_prefix({
-                let mut v = Vec::with_capacity(128);
+                let mut v = Vec::with_capacity(bytes.max(16));
                 v.extend_from_slice(&[0, 0]);
                 v
             }),
@@ -110,6 +115,13 @@ impl XorAppender {
     }
 
     pub fn append(&mut self, t: i64, v: f64) {
+        // One sample takes at most 19 bytes. Grow in small steps rather than
+        // doubling: a sized-to-fit chunk that overflows would otherwise
+        // carry up to twice its size until it is cut.
+        if self.w.spare_capacity() < 20 {
+            let len = self.w.bytes().len();
+            self.w.reserve_exact((len / 8).max(32));
+        }
         let bits = v.to_bits();
         match self.count {
             0 => {

@@ -695,8 +695,12 @@ impl Head {
                     }
                 };
                 if cut {
+                    let mut capacity = 128;
                     if let Some(o) = s.open.take() {
                         let bytes = o.app.finish();
+                        // The next chunk of a series is about as big as
+                        // its last one.
+                        capacity = (bytes.len() + bytes.len() / 16 + 8).clamp(32, 2048);
                         let data = match self.files.as_mut().map(|f| f.write(&bytes, o.maxt)) {
                             Some(Ok(d)) => ChunkData::Disk(d),
                             Some(Err(e)) => {
@@ -716,7 +720,7 @@ impl Head {
                     s.open = Some(OpenChunk {
                         mint: t,
                         maxt: t,
-                        app: XorAppender::new(),
+                        app: XorAppender::with_capacity(capacity),
                     });
                     self.chunk_count += 1;
                 }
