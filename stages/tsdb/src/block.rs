@@ -1073,11 +1073,10 @@ mod tests {
         v
     }
 
-    #[test]
-    fn write_open_select() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = write_block(
-            dir.path(),
+    /// Writes the block of [`data`] under `dir`.
+    fn write_test_block(dir: &Path) -> BlockMeta {
+        write_block(
+            dir,
             0,
             300_000,
             &data(),
@@ -1087,7 +1086,13 @@ mod tests {
             },
             &mem,
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn write_open_select() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = write_test_block(dir.path());
         assert_eq!(meta.stats.num_samples, 900);
         let b = Block::open(&dir.path().join(&meta.ulid)).unwrap();
         let got = b
@@ -1112,18 +1117,7 @@ mod tests {
     #[test]
     fn tombstones_hide_samples_and_persist() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = write_block(
-            dir.path(),
-            0,
-            300_000,
-            &data(),
-            CompactionMeta {
-                level: 1,
-                sources: vec![],
-            },
-            &mem,
-        )
-        .unwrap();
+        let meta = write_test_block(dir.path());
         let path = dir.path().join(&meta.ulid);
         let mut b = Block::open(&path).unwrap();
         assert_eq!(
@@ -1142,18 +1136,7 @@ mod tests {
     #[test]
     fn corrupt_index_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = write_block(
-            dir.path(),
-            0,
-            300_000,
-            &data(),
-            CompactionMeta {
-                level: 1,
-                sources: vec![],
-            },
-            &mem,
-        )
-        .unwrap();
+        let meta = write_test_block(dir.path());
         let idx = dir.path().join(&meta.ulid).join("index");
         let mut bytes = fs::read(&idx).unwrap();
         bytes[20] ^= 0xff;
@@ -1167,18 +1150,7 @@ mod tests {
     #[test]
     fn corrupt_chunk_is_an_error_on_read() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = write_block(
-            dir.path(),
-            0,
-            300_000,
-            &data(),
-            CompactionMeta {
-                level: 1,
-                sources: vec![],
-            },
-            &mem,
-        )
-        .unwrap();
+        let meta = write_test_block(dir.path());
         let f = dir.path().join(&meta.ulid).join("chunks").join("000001");
         let mut bytes = fs::read(&f).unwrap();
         bytes[30] ^= 0xff;
@@ -1247,18 +1219,7 @@ mod tests {
     #[test]
     fn a_broken_shared_timestamp_reference_is_an_error() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = write_block(
-            dir.path(),
-            0,
-            300_000,
-            &data(),
-            CompactionMeta {
-                level: 1,
-                sources: vec![],
-            },
-            &mem,
-        )
-        .unwrap();
+        let meta = write_test_block(dir.path());
         let path = dir.path().join(&meta.ulid);
         let b = Block::open(&path).unwrap();
         let (_, c0) = b.series(0).unwrap();
