@@ -151,6 +151,33 @@ enum TsdbCommand {
     },
 }
 
+/// `mi_option_arena_eager_commit` in mimalloc's `mi_option_e` (v3), which
+/// the Rust bindings do not name.
+#[cfg(target_os = "linux")]
+const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+
+/// mimalloc's default on Linux commits arena memory eagerly, and memory
+/// freed back to a committed arena stays resident. Committing on demand lets
+/// freed pages go: ~20 % less RSS in the farm bench at the same CPU. It must
+/// be set before the first allocation creates an arena, so it runs as an ELF
+/// initialiser, and reads the environment without allocating; an explicit
+/// `MIMALLOC_ARENA_EAGER_COMMIT` still wins.
+#[cfg(target_os = "linux")]
+extern "C" fn commit_arenas_on_demand() {
+    // SAFETY: getenv with a NUL-terminated name during process start-up,
+    // before any thread exists; mi_option_set is a plain store.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static COMMIT_ARENAS_ON_DEMAND: extern "C" fn() = commit_arenas_on_demand;
+
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`panoptes schema | head`), as CLI tools do.
     #[cfg(unix)]
