@@ -474,8 +474,9 @@ async fn in_place<T: Send + 'static>(
     }
 }
 
-/// Instant queries whose selectors can match at most this many series (by
-/// the store's postings) run on the request's own worker thread.
+/// Instant queries that read at most this many series (by the store's
+/// postings, range selectors counted per minute of range; see
+/// `Engine::instant_read_bound`) run on the request's own worker thread.
 const INLINE_MAX_SERIES: usize = 1000;
 
 async fn query(State(api): State<Arc<Api>>, p: Params) -> ApiResult {

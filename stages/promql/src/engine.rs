@@ -164,11 +164,12 @@ impl Engine {
     }
 
     /// Evaluates `expr` at one instant.
-    /// An upper bound on the series an instant evaluation of `expr` reads,
-    /// from the store's index; `None` when the store cannot tell or the
-    /// query reads much per series (subqueries, ranges over an hour).
+    /// An upper bound on what an instant evaluation of `expr` reads, in
+    /// series, from the store's index: a range selector counts its series
+    /// once per started minute of range (`x[5m]` over 10 series is 50).
+    /// `None` when the store cannot tell or for subqueries.
     pub fn instant_read_bound(store: &dyn SeriesSelect, expr: &Expr) -> Option<usize> {
-        const LONG_RANGE_MS: i64 = 3_600_000;
+        const MINUTE_MS: i64 = 60_000;
         let mut total = Some(0usize);
         expr.walk(&mut |e| {
             let Some(sum) = total else { return };
@@ -177,12 +178,11 @@ impl Engine {
                 Expr::Vector(v) => store
                     .series_upper_bound(&v.matchers)
                     .map(|n| sum.saturating_add(n)),
-                Expr::Matrix(m) => m
-                    .range
-                    .as_literal()
-                    .filter(|&ms| ms <= LONG_RANGE_MS)
-                    .and_then(|_| store.series_upper_bound(&m.vector.matchers))
-                    .map(|n| sum.saturating_add(n)),
+                Expr::Matrix(m) => m.range.as_literal().and_then(|ms| {
+                    let minutes = usize::try_from((ms + MINUTE_MS - 1) / MINUTE_MS).ok()?;
+                    let n = store.series_upper_bound(&m.vector.matchers)?;
+                    Some(sum.saturating_add(n.saturating_mul(minutes.max(1))))
+                }),
                 _ => Some(sum),
             };
         });
@@ -882,15 +882,16 @@ mod read_bound_tests {
     }
 
     #[test]
-    fn bounds_add_up_over_selectors_and_give_up_on_long_reads() {
+    fn bounds_add_up_over_selectors_weighted_by_range() {
         assert_eq!(bound("1 + 2"), Some(0));
         assert_eq!(bound("m7"), Some(7));
         assert_eq!(
             bound("sum by (a) (rate(m7[5m])) / on() group_left m30"),
-            Some(37)
+            Some(65)
         );
         assert_eq!(bound("{job=\"x\"}"), None);
-        assert_eq!(bound("rate(m7[2h])"), None);
+        assert_eq!(bound("rate(m7[2h])"), Some(840));
+        assert_eq!(bound("rate(m7[10s])"), Some(7));
         assert_eq!(bound("max_over_time(m7[5m:1m])"), None);
     }
 }

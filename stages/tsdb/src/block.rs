@@ -134,7 +134,7 @@ const TS_INLINE: u8 = 0;
 const TS_SHARED: u8 = 1;
 /// Bytes of raw timestamp columns a block writer keeps to find repeats.
 /// Past it new columns are still written (inline), just not remembered.
-const SHARED_TS_BUDGET: usize = 64 << 20;
+const SHARED_TS_BUDGET: usize = 16 << 20;
 
 /// Decodes a head chunk into samples (reading it from disk if needed).
 pub type ChunkDecoder<'a> = dyn Fn(&HeadChunk) -> Result<Vec<(i64, f64)>, ChunkError> + 'a;
