@@ -140,6 +140,9 @@ pub struct MemSeries {
     /// Newest in-order sample (timestamp, value bits); `i64::MIN` if none.
     last_t: i64,
     last_bits: u64,
+    /// Whether `last_t`/`last_bits` is still a stored sample (a deletion
+    /// may have removed it), so an instant read can answer from it.
+    last_stored: bool,
 }
 
 impl MemSeries {
@@ -151,7 +154,15 @@ impl MemSeries {
             ooo: Vec::new(),
             last_t: i64::MIN,
             last_bits: 0,
+            last_stored: false,
         }
+    }
+
+    /// The newest sample when it lies in `[mint, maxt]` and is known
+    /// without decoding (the common case for an instant read of live data).
+    fn latest_within(&self, mint: i64, maxt: i64) -> Option<(i64, f64)> {
+        (self.last_stored && self.last_t >= mint && self.last_t <= maxt)
+            .then(|| (self.last_t, f64::from_bits(self.last_bits)))
     }
 
     fn min_time(&self) -> Option<i64> {
@@ -730,6 +741,7 @@ impl Head {
                 }
                 s.last_t = t;
                 s.last_bits = v.to_bits();
+                s.last_stored = true;
             }
             Verdict::OutOfOrder => match s.ooo.binary_search_by_key(&t, |x| x.0) {
                 Ok(_) => return,
@@ -810,6 +822,7 @@ impl Head {
         s.chunks = chunks;
         s.open = None;
         s.ooo.clear();
+        s.last_stored = false;
         let after = s.chunks.len() as u64;
         self.chunk_count = self.chunk_count.saturating_sub(before) + after;
         Ok(())
@@ -863,11 +876,20 @@ impl Head {
             .filter_map(|r| self.get(r))
             .filter(|s| s.overlaps(mint, maxt))
             .collect();
+        // An instant read of live data needs only each series' newest
+        // sample, which the series keeps: no chunk is decoded or read.
+        let latest = |s: &MemSeries| {
+            if latest_only {
+                s.latest_within(mint, maxt)
+            } else {
+                None
+            }
+        };
         // Closed chunks on disk are read in few large reads rather than one
         // `pread` each: chunks that filled up together sit side by side.
         let disk = DiskReads::read(
             self.files.as_ref(),
-            series.iter().flat_map(|s| {
+            series.iter().filter(|s| latest(s).is_none()).flat_map(|s| {
                 s.chunks.iter().filter_map(move |c| match &c.data {
                     ChunkData::Disk(d) if c.maxt >= mint && c.mint <= maxt => Some(*d),
                     _ => None,
@@ -877,6 +899,10 @@ impl Head {
         let mut syms = SymbolCache::default();
         out.reserve(series.len());
         for s in series {
+            if let Some(sample) = latest(s) {
+                out.push((self.labels_cached(s, &mut syms), vec![sample]));
+                continue;
+            }
             let mut samples = s.samples_with(mint, maxt, |c| match &c.data {
                 ChunkData::Mem(b) => Ok(Cow::Borrowed(&b[..])),
                 ChunkData::Disk(d) => disk.get(d).map(Cow::Borrowed),
@@ -1330,6 +1356,24 @@ mod tests {
         assert_eq!(got[0].1.len(), 11);
         assert_eq!(got[0].1[0], (10_000, 10.0));
         assert_eq!(got[0].1[10], (20_000, 20.0));
+    }
+
+    #[test]
+    fn latest_sample_reads_survive_deleting_the_newest_samples() {
+        let mut h = Head::new(7_200_000, 0);
+        let a = lbl("up", "api");
+        for i in 0..300 {
+            push(&mut h, &a, i * 1000, i as f64);
+        }
+        let m = [Matcher::equal("job", "api")];
+        let latest = |h: &Head, lo, hi| h.select_latest(&m, lo, hi).unwrap()[0].1.clone();
+        assert_eq!(latest(&h, 0, 400_000), vec![(299_000, 299.0)]);
+        assert_eq!(latest(&h, 0, 150_500), vec![(150_000, 150.0)]);
+        let r = h.select_refs(&m)[0];
+        h.delete_range(r, 250_000, 400_000).unwrap();
+        assert_eq!(latest(&h, 0, 400_000), vec![(249_000, 249.0)]);
+        push(&mut h, &a, 300_000, 7.0);
+        assert_eq!(latest(&h, 0, 400_000), vec![(300_000, 7.0)]);
     }
 
     #[test]
