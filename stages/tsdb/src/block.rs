@@ -828,34 +828,18 @@ impl Block {
                 Ok(())
             }
             ENC_PACKED_SPLIT => {
-                let bad = |e: String| corrupt(&path(), format!("chunk at byte {}: {e}", m.offset));
-                let mut d = Decoder::new(bytes);
-                let ts = match d.u8().map_err(|e| bad(e.to_string()))? {
-                    TS_INLINE => {
-                        let frame = d.bytes().map_err(|e| bad(e.to_string()))?;
-                        packed::decode_timestamps(frame).map_err(|e| bad(e.to_string()))?
-                    }
-                    TS_SHARED => {
-                        let file = d.uvarint().map_err(|e| bad(e.to_string()))?;
-                        let offset = d.uvarint().map_err(|e| bad(e.to_string()))?;
-                        self.shared_timestamps(file, offset)
-                            .map_err(|e| bad(format!("shared timestamps: {e}")))?
-                    }
-                    other => return Err(bad(format!("unknown timestamp column kind {other}"))),
-                };
                 let start = out.len();
-                packed::decode_values(&bytes[d.position()..], &ts, out)
-                    .map_err(|e| bad(e.to_string()))?;
-                if ts.first().is_some_and(|&t| t < mint) || ts.last().is_some_and(|&t| t > maxt) {
-                    let mut keep = start;
-                    for i in start..out.len() {
-                        if out[i].0 >= mint && out[i].0 <= maxt {
-                            out[keep] = out[i];
-                            keep += 1;
-                        }
+                self.decode_split(bytes, out)
+                    .map_err(|e| corrupt(&path(), format!("chunk at byte {}: {e}", m.offset)))?;
+                // A chunk straddling the range: keep only its part inside.
+                let mut keep = start;
+                for i in start..out.len() {
+                    if out[i].0 >= mint && out[i].0 <= maxt {
+                        out[keep] = out[i];
+                        keep += 1;
                     }
-                    out.truncate(keep);
                 }
+                out.truncate(keep);
                 Ok(())
             }
             other => Err(corrupt(
@@ -863,6 +847,22 @@ impl Block {
                 format!("unknown chunk encoding {other} at byte {}", m.offset),
             )),
         }
+    }
+
+    /// Decodes an `ENC_PACKED_SPLIT` chunk's samples into `out`.
+    fn decode_split(&self, bytes: &[u8], out: &mut Vec<(i64, f64)>) -> Result<(), String> {
+        let mut d = Decoder::new(bytes);
+        let ts = match d.u8().map_err(|e| e.to_string())? {
+            TS_INLINE => inline_timestamps(&mut d)?,
+            TS_SHARED => {
+                let file = d.uvarint().map_err(|e| e.to_string())?;
+                let offset = d.uvarint().map_err(|e| e.to_string())?;
+                self.shared_timestamps(file, offset)
+                    .map_err(|e| format!("shared timestamps: {e}"))?
+            }
+            other => return Err(format!("unknown timestamp column kind {other}")),
+        };
+        packed::decode_values(&bytes[d.position()..], &ts, out).map_err(|e| e.to_string())
     }
 
     /// The timestamp column an `ENC_PACKED_SPLIT` chunk shares from the
@@ -882,8 +882,7 @@ impl Block {
                 "chunk at file {file} byte {offset} holds no inline timestamps"
             ));
         }
-        let frame = d.bytes().map_err(|e| e.to_string())?;
-        packed::decode_timestamps(frame).map_err(|e| e.to_string())
+        inline_timestamps(&mut d)
     }
 
     fn deleted(&self, id: u32, t: i64) -> bool {
@@ -993,6 +992,12 @@ impl Block {
         self.tombstones = ts;
         Ok(ids.len())
     }
+}
+
+/// Reads an inline timestamp column (its zstd frame) from `d`.
+fn inline_timestamps(d: &mut Decoder) -> Result<Vec<i64>, String> {
+    let frame = d.bytes().map_err(|e| e.to_string())?;
+    packed::decode_timestamps(frame).map_err(|e| e.to_string())
 }
 
 impl PostingsSource for Block {
