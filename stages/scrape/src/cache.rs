@@ -21,8 +21,9 @@
 //! the same few handlers, methods, codes and metric names).
 
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+
+use hashbrown::HashTable;
 
 use panoptes_exposition::{Entry, FastEntry, Format, LabelPairs, Parser};
 use panoptes_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample};
@@ -36,7 +37,7 @@ use crate::error::ScrapeError;
 const PREFETCH_DISTANCE: usize = 12;
 
 /// Scrapes after which an unseen cache entry is dropped.
-pub const EVICT_AFTER: u64 = 10;
+pub const EVICT_AFTER: u32 = 10;
 
 /// Interned strings of a target below which the interner is not swept.
 const MIN_INTERNED_SWEEP: usize = 4096;
@@ -77,8 +78,8 @@ struct CacheEntry {
     /// The xxh3-128 hash of the line's series text (the index key).
     key: u128,
     /// Last scrape whose body contained the line (for eviction); 0 for a
-    /// free slot.
-    touched: u64,
+    /// free slot. Scrape numbers are 32 bits: 136 years at one a second.
+    touched: u32,
     /// Slot in the outputs table, or [`NO_OUTPUT`] when metric relabeling
     /// drops the series.
     out: u32,
@@ -95,67 +96,52 @@ struct OutputSeries {
     /// `labels.stable_hash()`, the key of the dedup map.
     hash: u64,
     /// Last scrape that emitted it (duplicate detection).
-    last_seen: u64,
+    last_seen: u32,
     /// Last successful scrape that emitted it with staleness tracking.
-    emitted: u64,
+    emitted: u32,
     /// Last scrape (successful or not) that emitted it with tracking.
-    current: u64,
+    current: u32,
     /// Live entries pointing here; 0 for a free slot.
     refs: u32,
 }
 
-/// A hasher for keys that already are hashes.
-#[derive(Default)]
-struct IdentityHasher(u64);
-
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-    fn write_u128(&mut self, n: u128) {
-        // The low half of an xxh3-128 hash is itself a good 64-bit hash.
-        self.0 = n as u64;
-    }
+/// The hash an entry is indexed by: the low half of its xxh3-128 key, itself
+/// a good 64-bit hash.
+fn entry_hash(key: u128) -> u64 {
+    key as u64
 }
-
-type IdentityMap<K> = HashMap<K, u32, BuildHasherDefault<IdentityHasher>>;
 
 /// The series cache of one target.
 ///
 /// Entries and output series live in slabs (`Vec`s with free lists); the
-/// hash maps are only consulted when the previous scrape's order does not
+/// hash tables are only consulted when the previous scrape's order does not
 /// predict the line (`index`) or when an entry is created (`out_index`).
+/// The tables hold slot numbers only (the keys are in the slabs), so that a
+/// series costs the cache about 100 bytes besides its label set.
 pub struct SeriesCache {
     /// Entry slab, indexed by the values of `index`.
     entries: Vec<CacheEntry>,
     /// Free entry slots.
     free_entries: Vec<u32>,
-    /// Line hash -> entry slot: the fallback when `prev` does not predict.
-    index: IdentityMap<u128>,
+    /// Entry slots by line hash: the fallback when `prev` does not predict.
+    index: HashTable<u32>,
     /// Output series slab.
     outputs: Vec<OutputSeries>,
     /// Free output slots.
     free_outputs: Vec<u32>,
-    /// Output labels hash -> output slot (dedup of output label sets).
-    out_index: IdentityMap<u64>,
-    /// The sample lines of the last successful scrape, in order.
-    prev: Vec<(u128, u32)>,
-    /// The sample lines of the current scrape (becomes `prev` on success).
-    next: Vec<(u128, u32)>,
+    /// Output slots by labels hash (dedup of output label sets).
+    out_index: HashTable<u32>,
+    /// The entry slots of the sample lines of the last successful scrape,
+    /// in order.
+    prev: Vec<u32>,
+    /// The same for the current scrape (becomes `prev` on success).
+    next: Vec<u32>,
     /// Interned label names and values.
     strings: Interner,
     /// The current scrape number (starts at 1).
-    iter: u64,
+    iter: u32,
     /// The last successful scrape, whose series are candidates for staleness.
-    last_ok: u64,
+    last_ok: u32,
     /// Capacity hint for the next sample vector.
     last_len: usize,
     /// Lines of the last scrape that `prev` did not predict (map lookups).
@@ -173,10 +159,10 @@ impl SeriesCache {
         SeriesCache {
             entries: Vec::new(),
             free_entries: Vec::new(),
-            index: IdentityMap::default(),
+            index: HashTable::new(),
             outputs: Vec::new(),
             free_outputs: Vec::new(),
-            out_index: IdentityMap::default(),
+            out_index: HashTable::new(),
             prev: Vec::new(),
             next: Vec::new(),
             strings: Interner::default(),
@@ -223,7 +209,7 @@ impl SeriesCache {
         ts: i64,
         s: &AppendSettings,
     ) -> AppendResult {
-        self.iter += 1;
+        self.iter = self.iter.wrapping_add(1).max(1);
         let iter = self.iter;
         let mut res = AppendResult::default();
         // Room for the synthetic series and a few stale markers too, so the
@@ -257,8 +243,8 @@ impl SeriesCache {
                     timestamp_ms,
                 } => {
                     let key = xxh3_128(series);
-                    let known = self.prev.get(cursor).is_some_and(|&(k, _)| k == key)
-                        || self.index.contains_key(&key);
+                    let known =
+                        self.prev_key(cursor) == Some(key) || self.find_entry(key).is_some();
                     if known {
                         (key, value, timestamp_ms, None)
                     } else {
@@ -298,7 +284,7 @@ impl SeriesCache {
             // The clone below touches the label set's reference count, a
             // cache miss per sample with many series: fetch the one the
             // previous order expects a few lines ahead.
-            if let Some(&(_, ahead)) = self.prev.get(cursor + PREFETCH_DISTANCE) {
+            if let Some(&ahead) = self.prev.get(cursor + PREFETCH_DISTANCE) {
                 if let Some(o) = self
                     .entries
                     .get(ahead as usize)
@@ -308,15 +294,16 @@ impl SeriesCache {
                 }
             }
             // The steady state: the line the previous scrape had here.
-            let idx = match self.prev.get(cursor) {
-                Some(&(k, idx)) if k == key => {
+            let predicted = self.prev.get(cursor).copied();
+            let idx = match predicted {
+                Some(idx) if self.entries.get(idx as usize).is_some_and(|e| e.key == key) => {
                     cursor += 1;
                     idx
                 }
                 _ => {
                     self.misses += 1;
-                    match self.index.get(&key) {
-                        Some(&idx) => {
+                    match self.find_entry(key) {
+                        Some(idx) => {
                             // Re-synchronise: continue after where this line was
                             // in the previous scrape. An inserted line (new to
                             // the cache) leaves the cursor alone and the next
@@ -329,7 +316,7 @@ impl SeriesCache {
                             // duplicate of this line: it is only a hint, used
                             // when `prev` confirms it.
                             let p = self.entries[idx as usize].pos as usize;
-                            if self.prev.get(p).is_some_and(|&(_, i)| i == idx) {
+                            if self.prev.get(p) == Some(&idx) {
                                 cursor = p + 1;
                             }
                             idx
@@ -360,7 +347,7 @@ impl SeriesCache {
                 }
             };
             let pos = self.next.len() as u32;
-            self.next.push((key, idx));
+            self.next.push(idx);
             let entry = &mut self.entries[idx as usize];
             debug_assert_eq!(entry.key, key, "prev names a live entry");
             entry.touched = iter;
@@ -415,7 +402,7 @@ impl SeriesCache {
 
     /// Records a scrape that failed before a body could be parsed.
     pub fn fail(&mut self, ts: i64, error: ScrapeError) -> AppendResult {
-        self.iter += 1;
+        self.iter = self.iter.wrapping_add(1).max(1);
         self.fail_with(ts, error, AppendResult::default())
     }
 
@@ -431,7 +418,7 @@ impl SeriesCache {
     /// Stale markers for every series of the last successful scrape, for a
     /// target that went away.
     pub fn end_of_run(&mut self, ts: i64) -> Vec<Sample> {
-        self.iter += 1;
+        self.iter = self.iter.wrapping_add(1).max(1);
         let mut samples = Vec::new();
         self.finish(ts, &mut samples, false);
         samples
@@ -440,14 +427,19 @@ impl SeriesCache {
     /// The output slot of `labels`, shared with any other line text that
     /// produces the same labels.
     fn output_slot(&mut self, labels: Labels, hash: u64) -> u32 {
-        if let Some(&slot) = self.out_index.get(&hash) {
-            let o = &mut self.outputs[slot as usize];
-            if o.labels == labels {
-                o.refs += 1;
-                return slot;
-            }
-            // A 64-bit collision between different label sets: the new one
-            // gets a slot of its own, outside the map (see `release_output`).
+        let outputs = &self.outputs;
+        // Equal hashes with different label sets (a 64-bit collision) get
+        // slots of their own: the table compares the labels too.
+        let found = self
+            .out_index
+            .find(hash, |&slot| {
+                let o = &outputs[slot as usize];
+                o.hash == hash && o.labels == labels
+            })
+            .copied();
+        if let Some(slot) = found {
+            self.outputs[slot as usize].refs += 1;
+            return slot;
         }
         let o = OutputSeries {
             labels,
@@ -467,8 +459,24 @@ impl SeriesCache {
                 (self.outputs.len() - 1) as u32
             }
         };
-        self.out_index.entry(hash).or_insert(slot);
+        let outputs = &self.outputs;
+        self.out_index
+            .insert_unique(hash, slot, |&s| outputs[s as usize].hash);
         slot
+    }
+
+    /// The entry slot of a line hash.
+    fn find_entry(&self, key: u128) -> Option<u32> {
+        let entries = &self.entries;
+        self.index
+            .find(entry_hash(key), |&i| entries[i as usize].key == key)
+            .copied()
+    }
+
+    /// The key of the line at `pos` of the previous scrape's order.
+    fn prev_key(&self, pos: usize) -> Option<u128> {
+        let idx = *self.prev.get(pos)?;
+        self.entries.get(idx as usize).map(|e| e.key)
     }
 
     fn new_entry(&mut self, key: u128, out: u32) -> u32 {
@@ -488,7 +496,10 @@ impl SeriesCache {
                 (self.entries.len() - 1) as u32
             }
         };
-        self.index.insert(key, idx);
+        let entries = &self.entries;
+        self.index.insert_unique(entry_hash(key), idx, |&i| {
+            entry_hash(entries[i as usize].key)
+        });
         idx
     }
 
@@ -517,13 +528,18 @@ impl SeriesCache {
         let mut evicted = false;
         for idx in 0..self.entries.len() {
             let e = &mut self.entries[idx];
-            if e.touched == 0 || iter.saturating_sub(e.touched) <= EVICT_AFTER {
+            if e.touched == 0 || iter.wrapping_sub(e.touched) <= EVICT_AFTER {
                 continue;
             }
             let (key, out) = (e.key, e.out);
             e.touched = 0;
             evicted = true;
-            self.index.remove(&key);
+            if let Ok(found) = self
+                .index
+                .find_entry(entry_hash(key), |&i| i as usize == idx)
+            {
+                found.remove();
+            }
             self.free_entries.push(idx as u32);
             if out != NO_OUTPUT {
                 self.release_output(out);
@@ -546,8 +562,8 @@ impl SeriesCache {
         }
         o.labels = Labels::empty();
         let hash = o.hash;
-        if self.out_index.get(&hash) == Some(&slot) {
-            self.out_index.remove(&hash);
+        if let Ok(found) = self.out_index.find_entry(hash, |&s| s == slot) {
+            found.remove();
         }
         self.free_outputs.push(slot);
     }
@@ -1068,7 +1084,8 @@ mod tests {
                 assert_eq!(r.added, (per_scrape / 2) as usize);
                 assert_eq!(c.last_misses(), (per_scrape / 2) as usize);
             }
-            let bound = (per_scrape / 2 * (EVICT_AFTER + 2)) as usize + per_scrape as usize / 2;
+            let bound =
+                (per_scrape / 2 * u64::from(EVICT_AFTER + 2)) as usize + per_scrape as usize / 2;
             assert!(c.len() <= bound, "{} entries after {scrape}", c.len());
             assert!(c.output_len() <= bound);
             let (entries, outputs) = c.slab_capacity();

@@ -86,6 +86,8 @@ struct Loop {
     report_labels: [Labels; 5],
     source: Arc<str>,
     buf: Vec<u8>,
+    /// Size of the last body, to size the next scrape's buffer in one go.
+    body_hint: usize,
     /// Whether a scrape has been sent (so there is something to mark stale).
     scraped: bool,
 }
@@ -111,6 +113,7 @@ pub async fn run(
         report_labels,
         source,
         buf: Vec::new(),
+        body_hint: 0,
         scraped: false,
     };
     let interval_ms = lp.spec.target.interval.as_millis().max(1) as i64;
@@ -177,6 +180,7 @@ impl Loop {
     async fn scrape_once(&mut self, start_ms: i64, slot_ms: i64) -> SampleBatch {
         let started = Instant::now();
         let t = &self.spec.target;
+        self.buf.reserve_exact(self.body_hint + self.body_hint / 8);
         let fetched = self
             .spec
             .fetcher
@@ -198,10 +202,11 @@ impl Loop {
             }
             Err(e) => self.cache.fail(start_ms, e),
         };
-        // A huge body should not pin its memory until the next scrape.
-        if self.buf.capacity() > 4 * self.buf.len().max(1 << 20) {
-            self.buf = Vec::new();
-        }
+        // The body is parsed: free it rather than keep one body per target
+        // between scrapes (only the targets being parsed need one; the
+        // allocator reuses the memory for the next target's body).
+        self.body_hint = self.buf.len();
+        self.buf = Vec::new();
         // On the virtual clock no wall time passes between slots: a scrape
         // without a recorded duration (no response recorded) took none, so
         // replays stay deterministic.

@@ -8,6 +8,10 @@ use panoptes_model::{parse_duration_ms, DURATION_PATTERN};
 use panoptes_tsdb::{FsyncPolicy, Options};
 use serde_json::{json, Value};
 
+/// Longest block duration: a head chunk spans at most one block, and its
+/// span is kept in 32 bits of milliseconds (49 days).
+const MAX_BLOCK_DURATION_MS: i64 = 31 * 24 * 3_600_000;
+
 /// A checked `store` section.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoreConfig {
@@ -34,7 +38,7 @@ pub fn schema() -> Value {
             "out_of_order_window": {"type": "string", "pattern": DURATION_PATTERN,
                 "description": "Accept samples up to this far behind a series' newest sample. Default 0 (refused and counted, as Prometheus)."},
             "block_duration": {"type": "string", "pattern": DURATION_PATTERN,
-                "description": "Time range of a block cut from the head. Default 2h."},
+                "description": "Time range of a block cut from the head, 1s to 31d. Default 2h."},
             "max_block_duration": {"type": "string", "pattern": DURATION_PATTERN,
                 "description": "Largest block compaction builds. Default 10% of retention."},
             "wal_fsync": {"type": "string", "enum": ["batch", "interval"],
@@ -113,6 +117,12 @@ pub fn compile(ctx: &CompileContext, section: &Value) -> Result<StoreConfig, Vec
             issues.push(ConfigIssue::new(
                 "block_duration",
                 "block_duration must be at least 1s (default 2h)",
+            ));
+        } else if ms > MAX_BLOCK_DURATION_MS {
+            // The head keeps a chunk's time span in 32 bits of milliseconds.
+            issues.push(ConfigIssue::new(
+                "block_duration",
+                "block_duration must be at most 31d (default 2h)",
             ));
         } else {
             options.block_duration_ms = ms;

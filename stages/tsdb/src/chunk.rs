@@ -115,12 +115,13 @@ impl XorAppender {
     }
 
     pub fn append(&mut self, t: i64, v: f64) {
-        // One sample takes at most 19 bytes. Grow in small steps rather than
-        // doubling: a sized-to-fit chunk that overflows would otherwise
-        // carry up to twice its size until it is cut.
+        // One sample takes at most 19 bytes. Grow by a quarter rather than
+        // doubling: an open chunk per series is the head's largest cost,
+        // and a doubled buffer would carry up to its size again unused
+        // until the chunk is cut (a few reallocations per chunk are cheap).
         if self.w.spare_capacity() < 20 {
             let len = self.w.bytes().len();
-            self.w.reserve_exact((len / 8).max(32));
+            self.w.reserve_exact((len / 4).max(24));
         }
         let bits = v.to_bits();
         match self.count {

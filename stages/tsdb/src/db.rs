@@ -463,11 +463,28 @@ impl Db {
         app.source_refs
             .resolve_into(&batch.source, &batch.samples, &mut app.refs);
         if app.refs.iter().any(|r| r.is_none()) {
-            let head = self.head.read();
-            for (s, r) in batch.samples.iter().zip(app.refs.iter_mut()) {
-                if r.is_none() {
-                    let h = head::label_hash(&s.labels, &mut app.hash_buf);
-                    *r = head.lookup_key(&app.hash_buf, h);
+            // Series found by their labels rather than by the allocation
+            // (first batch of a source, or after a WAL replay): the head
+            // then keeps the incoming allocation, shared with the sender.
+            let mut adopt = Vec::new();
+            {
+                let head = self.head.read();
+                for (i, (s, r)) in batch.samples.iter().zip(app.refs.iter_mut()).enumerate() {
+                    if r.is_none() {
+                        let h = head::label_hash(&s.labels, &mut app.hash_buf);
+                        *r = head.lookup_key(&app.hash_buf, h);
+                        if r.is_some() {
+                            adopt.push(i);
+                        }
+                    }
+                }
+            }
+            if !adopt.is_empty() {
+                let mut head = self.head.write();
+                for i in adopt {
+                    if let Some(r) = app.refs[i] {
+                        head.adopt_labels(r, &batch.samples[i].labels);
+                    }
                 }
             }
         }

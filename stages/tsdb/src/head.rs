@@ -4,15 +4,17 @@
 //!
 //! Series are addressed by a `u32` reference that is also written to the WAL;
 //! references are never reused while the process runs, so postings lists stay
-//! sorted by construction (new series always get the largest id). Label
-//! strings are interned so that a million series sharing `job="node"` hold one
-//! copy of it.
+//! sorted by construction (new series always get the largest id). A series
+//! keeps the label set its samples arrive with (the scrape cache holds the
+//! same allocation), and the postings' label strings are interned so that a
+//! million series sharing `job="node"` index one copy of it. Closed chunks
+//! live in `chunks_head/` files; a series keeps 24 bytes per closed chunk.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use panoptes_model::{Label, Labels, Matcher};
+use panoptes_model::{Labels, Matcher};
 
 use crate::chunk::{self, ChunkError, XorAppender, SAMPLES_PER_CHUNK};
 use crate::head_chunks::{DiskChunk, HeadChunkFiles};
@@ -110,12 +112,30 @@ impl HeadChunk {
             }
         }
     }
+}
 
-    fn heap_bytes(&self) -> usize {
-        match &self.data {
-            ChunkData::Mem(b) => b.len() + 40,
-            ChunkData::Disk(_) => 40,
+/// A closed chunk of a series as the series keeps it: its time range and
+/// where its bytes are. 24 bytes: a series gains one every 120 samples and
+/// keeps them until the block cut.
+#[derive(Clone, Copy, Debug)]
+struct ChunkRef {
+    mint: i64,
+    /// `maxt - mint`: a chunk never spans a block range, which is bounded.
+    maxt_delta: u32,
+    at: DiskChunk,
+}
+
+impl ChunkRef {
+    fn new(mint: i64, maxt: i64, at: DiskChunk) -> Self {
+        ChunkRef {
+            mint,
+            maxt_delta: u32::try_from(maxt.saturating_sub(mint)).unwrap_or(u32::MAX),
+            at,
         }
+    }
+
+    fn maxt(&self) -> i64 {
+        self.mint.saturating_add(i64::from(self.maxt_delta))
     }
 }
 
@@ -129,11 +149,11 @@ struct OpenChunk {
 /// One series in the head.
 #[derive(Debug)]
 pub struct MemSeries {
-    /// The label set as `name\xffvalue\xff…` (the bytes [`label_hash`]
-    /// hashes): compact, and compared with one `memcmp` on lookup. UTF-8
-    /// never contains 0xff, so the encoding is unambiguous.
-    key: Box<[u8]>,
-    chunks: Vec<HeadChunk>,
+    /// The label set: the very allocation the samples arrive with (the
+    /// scrape cache holds the same one), so a series' labels are in memory
+    /// once however many stages keep them. See [`Head::adopt_labels`].
+    labels: Labels,
+    chunks: Vec<ChunkRef>,
     open: Option<OpenChunk>,
     /// Accepted out-of-order samples, sorted by timestamp.
     ooo: Vec<(i64, f64)>,
@@ -146,9 +166,9 @@ pub struct MemSeries {
 }
 
 impl MemSeries {
-    fn new(key: Box<[u8]>) -> Self {
+    fn new(labels: Labels) -> Self {
         MemSeries {
-            key,
+            labels,
             chunks: Vec::new(),
             open: None,
             ooo: Vec::new(),
@@ -198,11 +218,16 @@ impl MemSeries {
     /// out-of-order data at equal timestamps.
     pub fn samples(
         &self,
-        files: Option<&HeadChunkFiles>,
+        files: &HeadChunkFiles,
         mint: i64,
         maxt: i64,
     ) -> Result<Vec<(i64, f64)>, ChunkError> {
-        self.samples_with(mint, maxt, |c| c.bytes(files))
+        self.samples_with(mint, maxt, |c| {
+            files
+                .read(&c.at)
+                .map(Cow::Owned)
+                .map_err(|e| ChunkError::Io(e.to_string()))
+        })
     }
 
     /// [`MemSeries::samples`] with closed chunks' bytes from `bytes_of`.
@@ -210,15 +235,15 @@ impl MemSeries {
         &'c self,
         mint: i64,
         maxt: i64,
-        mut bytes_of: impl FnMut(&'c HeadChunk) -> Result<Cow<'b, [u8]>, ChunkError>,
+        mut bytes_of: impl FnMut(&'c ChunkRef) -> Result<Cow<'b, [u8]>, ChunkError>,
     ) -> Result<Vec<(i64, f64)>, ChunkError> {
         // Room for the samples in range, estimated from the chunks' counts
         // and time spans (a window is often a part of one chunk), so that
         // the vector is not regrown while decoding.
         let mut estimate = 0usize;
         for c in &self.chunks {
-            if c.maxt >= mint && c.mint <= maxt {
-                estimate += share(c.mint, c.maxt, SAMPLES_PER_CHUNK as usize, mint, maxt);
+            if c.maxt() >= mint && c.mint <= maxt {
+                estimate += share(c.mint, c.maxt(), SAMPLES_PER_CHUNK as usize, mint, maxt);
             }
         }
         if let Some(o) = &self.open {
@@ -230,7 +255,7 @@ impl MemSeries {
         let hi = self.ooo.partition_point(|s| s.0 <= maxt);
         let mut out = Vec::with_capacity(estimate);
         for c in &self.chunks {
-            if c.maxt >= mint && c.mint <= maxt {
+            if c.maxt() >= mint && c.mint <= maxt {
                 chunk::decode_range(&bytes_of(c)?, mint, maxt, &mut out)?;
             }
         }
@@ -246,7 +271,7 @@ impl MemSeries {
     }
 
     fn heap_bytes(&self) -> usize {
-        self.chunks.iter().map(|c| c.heap_bytes()).sum::<usize>()
+        self.chunks.capacity() * std::mem::size_of::<ChunkRef>()
             + self.open.as_ref().map_or(0, |o| o.app.heap_bytes())
             + self.ooo.capacity() * 16
     }
@@ -265,12 +290,6 @@ fn share(cmint: i64, cmaxt: i64, n: usize, mint: i64, maxt: i64) -> usize {
     ((n as f64 * frac).ceil() as usize + 1).min(n)
 }
 
-/// The label set [`Head::labels_cached`] built last.
-#[derive(Default)]
-struct SymbolCache {
-    prev: Option<Labels>,
-}
-
 /// Bytes of closed on-disk chunks read for one select. Chunks are sorted
 /// by position and neighbours (at most [`READ_GAP`] apart) are read
 /// together, so a select costs a few large `pread`s rather than one per
@@ -278,25 +297,30 @@ struct SymbolCache {
 #[derive(Default)]
 struct DiskReads {
     /// `(file, offset, len, buffer, start in buffer)`, sorted by position.
-    index: Vec<(u32, u64, u32, u32, usize)>,
+    index: Vec<(u32, u32, u32, u32, usize)>,
     bufs: Vec<Vec<u8>>,
 }
 
 /// Largest hole between two chunks that are still read in one go.
 const READ_GAP: u64 = 4096;
+
 /// Largest single read.
 const READ_MAX: u64 = 64 << 10;
 
+/// Initial buffer of an open chunk: a new chunk starts small and grows by a
+/// quarter at a time, so that the open chunks (one per series, on average
+/// half full) hold little unused capacity.
+const OPEN_CHUNK_START_BYTES: usize = 48;
+
 impl DiskReads {
     fn read(
-        files: Option<&HeadChunkFiles>,
+        files: &HeadChunkFiles,
         chunks: impl Iterator<Item = DiskChunk>,
     ) -> Result<Self, ChunkError> {
         let mut want: Vec<DiskChunk> = chunks.collect();
         if want.is_empty() {
             return Ok(DiskReads::default());
         }
-        let files = files.ok_or_else(|| ChunkError::Io("no head chunk files".into()))?;
         want.sort_unstable_by_key(|d| (d.file, d.offset));
         want.dedup_by_key(|d| (d.file, d.offset));
         let mut out = DiskReads {
@@ -306,13 +330,14 @@ impl DiskReads {
         let mut i = 0;
         while i < want.len() {
             let first = want[i];
-            let mut end = first.offset + first.len as u64;
+            let start = u64::from(first.offset);
+            let mut end = start + u64::from(first.len);
             let mut j = i + 1;
             while let Some(d) = want.get(j) {
-                let d_end = d.offset + d.len as u64;
+                let d_end = u64::from(d.offset) + u64::from(d.len);
                 if d.file != first.file
-                    || d.offset > end + READ_GAP
-                    || d_end.max(end) - first.offset > READ_MAX
+                    || u64::from(d.offset) > end + READ_GAP
+                    || d_end.max(end) - start > READ_MAX
                 {
                     break;
                 }
@@ -322,7 +347,7 @@ impl DiskReads {
             let span = DiskChunk {
                 file: first.file,
                 offset: first.offset,
-                len: (end - first.offset) as u32,
+                len: (end - start) as u32,
             };
             let buf = files
                 .read(&span)
@@ -352,6 +377,35 @@ impl DiskReads {
             .get(start..start + len.min(d.len) as usize)
             .ok_or_else(|| ChunkError::Io("head chunk was not read".into()))
     }
+}
+
+/// Samples in the first chunk of series `r` in a block range (60 to 119):
+/// series created together, and all series at a block boundary, would
+/// otherwise fill and cut their chunks in step, so that every open chunk is
+/// nearly full at once (the head's memory peaks at twice its average) and
+/// every cut lands in one append. Later chunks hold 120 samples.
+fn first_chunk_len(r: u32) -> u16 {
+    let half = SAMPLES_PER_CHUNK / 2;
+    let mixed = (u64::from(r).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u16;
+    half + mixed % half
+}
+
+/// Puts a closed chunk's bytes in the chunk files; if the disk refuses, in
+/// memory rather than lose it (the WAL has the samples too).
+fn store_chunk(files: &mut HeadChunkFiles, bytes: &[u8], maxt: i64) -> DiskChunk {
+    files.write(bytes, maxt).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot write head chunk to disk; keeping it in memory");
+        files.write_in_memory(bytes, maxt)
+    })
+}
+
+/// Appends to a series' chunk list, growing it by a quarter rather than
+/// doubling (every series has one, and it only grows until the block cut).
+fn push_chunk(chunks: &mut Vec<ChunkRef>, c: ChunkRef) {
+    if chunks.len() == chunks.capacity() {
+        chunks.reserve_exact((chunks.len() / 4).max(2));
+    }
+    chunks.push(c);
 }
 
 /// Merges two sorted sample lists; on equal timestamps the first wins.
@@ -410,8 +464,8 @@ pub struct Head {
     block_range: i64,
     ooo_window: i64,
     chunk_count: u64,
-    /// Where closed chunks go; `None` keeps them in memory.
-    files: Option<HeadChunkFiles>,
+    /// Where closed chunks go (memory until a directory is set).
+    files: HeadChunkFiles,
 }
 
 impl Head {
@@ -429,23 +483,23 @@ impl Head {
             block_range: block_range_ms.max(1),
             ooo_window: ooo_window_ms.max(0),
             chunk_count: 0,
-            files: None,
+            files: HeadChunkFiles::in_memory(),
         }
     }
 
     /// Moves closed chunks to files from now on.
     pub fn set_chunk_files(&mut self, files: HeadChunkFiles) {
-        self.files = Some(files);
+        self.files = files;
     }
 
     /// Bytes of closed chunks on disk.
     pub fn chunk_file_bytes(&self) -> u64 {
-        self.files.as_ref().map_or(0, |f| f.size())
+        self.files.size()
     }
 
     /// Decodes one closed chunk (for block writing).
     pub fn decode_chunk(&self, c: &HeadChunk) -> Result<Vec<(i64, f64)>, ChunkError> {
-        chunk::decode(&c.bytes(self.files.as_ref())?)
+        chunk::decode(&c.bytes(Some(&self.files))?)
     }
 
     pub fn set_ooo_window(&mut self, ms: i64) {
@@ -505,7 +559,7 @@ impl Head {
     /// produces them.
     pub fn lookup_key(&self, key: &[u8], h: u64) -> Option<u32> {
         if let Some(&r) = self.by_hash.get(&h) {
-            if self.get(r).is_some_and(|s| &*s.key == key) {
+            if self.get(r).is_some_and(|s| key_matches(&s.labels, key)) {
                 return Some(r);
             }
         }
@@ -513,46 +567,27 @@ impl Head {
             .get(&h)?
             .iter()
             .copied()
-            .find(|&r| self.get(r).is_some_and(|s| &*s.key == key))
+            .find(|&r| self.get(r).is_some_and(|s| key_matches(&s.labels, key)))
     }
 
-    /// The label set of a series, sharing the head's interned strings.
+    /// The label set of a series.
     pub fn labels_of(&self, s: &MemSeries) -> Labels {
-        self.labels_cached(s, &mut SymbolCache::default())
+        s.labels.clone()
     }
 
-    /// An interned string (a new one if, impossibly, it is not interned).
-    fn symbol(&self, b: &[u8]) -> Arc<str> {
-        let st = std::str::from_utf8(b).unwrap_or_default();
-        self.symbols
-            .get(st)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(st))
-    }
-
-    /// [`Head::labels_of`], reusing the strings of the label set built
-    /// before where they are equal (consecutive series of a selection
-    /// mostly share name, job, instance…): a compare instead of a symbol
-    /// table lookup.
-    fn labels_cached(&self, s: &MemSeries, cache: &mut SymbolCache) -> Labels {
-        let prev = cache.prev.as_ref().map(|p| p.as_slice()).unwrap_or(&[]);
-        let mut out = Vec::with_capacity(prev.len().max(4));
-        let mut parts = s.key.split(|&b| b == 0xff);
-        while let (Some(n), Some(v)) = (parts.next(), parts.next()) {
-            let p = prev.get(out.len());
-            let name = match p {
-                Some(p) if p.name.as_bytes() == n => p.name.clone(),
-                _ => self.symbol(n),
-            };
-            let value = match p {
-                Some(p) if p.value.as_bytes() == v => p.value.clone(),
-                _ => self.symbol(v),
-            };
-            out.push(Label { name, value });
+    /// Makes series `r` keep `labels` (equal to its own) instead of its
+    /// current allocation, so that it shares the one its samples now
+    /// arrive with (after a WAL replay the head's label sets are its own).
+    pub fn adopt_labels(&mut self, r: u32, labels: &Labels) {
+        if let Some(s) = self
+            .series
+            .get_mut(r as usize)
+            .and_then(|s| s.as_deref_mut())
+        {
+            if s.labels == *labels {
+                s.labels = labels.clone();
+            }
         }
-        let labels = Labels::from_sorted(out);
-        cache.prev = Some(labels.clone());
-        labels
     }
 
     /// Labels of a series by reference.
@@ -597,20 +632,13 @@ impl Head {
             Some(r) if self.series[r as usize].is_none() => r,
             _ => self.series.len() as u32,
         };
-        let interned: Vec<Label> = labels
-            .iter()
-            .map(|l| Label {
-                name: self.intern(&l.name),
-                value: self.intern(&l.value),
-            })
-            .collect();
-        let labels = Labels::from_sorted(interned);
         for l in labels.iter() {
+            let (name, value) = (self.intern(&l.name), self.intern(&l.value));
             let list = self
                 .postings
-                .entry(l.name.clone())
+                .entry(name)
                 .or_default()
-                .entry(l.value.clone())
+                .entry(value)
                 .or_default();
             insert_sorted(list, r);
         }
@@ -625,7 +653,7 @@ impl Head {
         if (r as usize) >= self.series.len() {
             self.series.resize_with(r as usize + 1, || None);
         }
-        self.series[r as usize] = Some(Box::new(MemSeries::new(Box::from(key))));
+        self.series[r as usize] = Some(Box::new(MemSeries::new(labels.clone())));
         self.live += 1;
         r
     }
@@ -701,37 +729,26 @@ impl Head {
                 let cut = match &s.open {
                     None => true,
                     Some(o) => {
-                        o.app.count() >= SAMPLES_PER_CHUNK
-                            || t.div_euclid(range) != o.mint.div_euclid(range)
+                        let n = o.app.count();
+                        let block = o.mint.div_euclid(range);
+                        n >= SAMPLES_PER_CHUNK
+                            || t.div_euclid(range) != block
+                            || (n >= first_chunk_len(r)
+                                && s.chunks
+                                    .last()
+                                    .is_none_or(|c| c.mint.div_euclid(range) != block))
                     }
                 };
                 if cut {
-                    let mut capacity = 128;
                     if let Some(o) = s.open.take() {
                         let bytes = o.app.finish();
-                        // The next chunk of a series is about as big as
-                        // its last one.
-                        capacity = (bytes.len() + bytes.len() / 16 + 8).clamp(32, 2048);
-                        let data = match self.files.as_mut().map(|f| f.write(&bytes, o.maxt)) {
-                            Some(Ok(d)) => ChunkData::Disk(d),
-                            Some(Err(e)) => {
-                                // Disk trouble: keep the chunk in memory
-                                // rather than lose it (the WAL has it too).
-                                tracing::warn!(error = %e, "cannot write head chunk to disk; keeping it in memory");
-                                ChunkData::Mem(Arc::from(bytes))
-                            }
-                            None => ChunkData::Mem(Arc::from(bytes)),
-                        };
-                        s.chunks.push(HeadChunk {
-                            mint: o.mint,
-                            maxt: o.maxt,
-                            data,
-                        });
+                        let at = store_chunk(&mut self.files, &bytes, o.maxt);
+                        push_chunk(&mut s.chunks, ChunkRef::new(o.mint, o.maxt, at));
                     }
                     s.open = Some(OpenChunk {
                         mint: t,
                         maxt: t,
-                        app: XorAppender::with_capacity(capacity),
+                        app: XorAppender::with_capacity(OPEN_CHUNK_START_BYTES),
                     });
                     self.chunk_count += 1;
                 }
@@ -774,7 +791,7 @@ impl Head {
     pub fn has_samples(&self, r: u32, mint: i64, maxt: i64) -> bool {
         self.get(r).is_some_and(|s| {
             s.overlaps(mint, maxt)
-                && s.samples(self.files.as_ref(), mint, maxt)
+                && s.samples(&self.files, mint, maxt)
                     .map_or(true, |v| !v.is_empty())
         })
     }
@@ -783,7 +800,7 @@ impl Head {
     /// remaining samples are re-encoded into in-memory chunks; the newest
     /// timestamp stays what it was, so later appends must still be newer.
     pub fn delete_range(&mut self, r: u32, mint: i64, maxt: i64) -> Result<(), ChunkError> {
-        let files = self.files.as_ref();
+        let files = &self.files;
         let Some(s) = self.series.get(r as usize).and_then(|s| s.as_deref()) else {
             return Ok(());
         };
@@ -815,7 +832,11 @@ impl Head {
             if i == in_order.len()
                 || in_order[i].0.div_euclid(range) != in_order[start].0.div_euclid(range)
             {
-                chunks.extend(encode_chunks(&in_order[start..i]));
+                for c in encode_chunks(&in_order[start..i]) {
+                    let bytes = c.bytes(None)?;
+                    let at = store_chunk(&mut self.files, &bytes, c.maxt);
+                    chunks.push(ChunkRef::new(c.mint, c.maxt, at));
+                }
                 start = i;
             }
         }
@@ -888,30 +909,26 @@ impl Head {
         // Closed chunks on disk are read in few large reads rather than one
         // `pread` each: chunks that filled up together sit side by side.
         let disk = DiskReads::read(
-            self.files.as_ref(),
+            &self.files,
             series.iter().filter(|s| latest(s).is_none()).flat_map(|s| {
-                s.chunks.iter().filter_map(move |c| match &c.data {
-                    ChunkData::Disk(d) if c.maxt >= mint && c.mint <= maxt => Some(*d),
-                    _ => None,
-                })
+                s.chunks
+                    .iter()
+                    .filter(move |c| c.maxt() >= mint && c.mint <= maxt)
+                    .map(|c| c.at)
             }),
         )?;
-        let mut syms = SymbolCache::default();
         out.reserve(series.len());
         for s in series {
             if let Some(sample) = latest(s) {
-                out.push((self.labels_cached(s, &mut syms), vec![sample]));
+                out.push((s.labels.clone(), vec![sample]));
                 continue;
             }
-            let mut samples = s.samples_with(mint, maxt, |c| match &c.data {
-                ChunkData::Mem(b) => Ok(Cow::Borrowed(&b[..])),
-                ChunkData::Disk(d) => disk.get(d).map(Cow::Borrowed),
-            })?;
+            let mut samples = s.samples_with(mint, maxt, |c| disk.get(&c.at).map(Cow::Borrowed))?;
             if latest_only {
                 panoptes_model::keep_latest(&mut samples);
             }
             if !samples.is_empty() {
-                out.push((self.labels_cached(s, &mut syms), samples));
+                out.push((s.labels.clone(), samples));
             }
         }
         Ok(out)
@@ -922,12 +939,11 @@ impl Head {
         if self.max_t < mint || self.min_t > maxt {
             return Vec::new();
         }
-        let mut syms = SymbolCache::default();
         self.select_refs(matchers)
             .into_iter()
             .filter_map(|r| self.get(r))
             .filter(|s| s.overlaps(mint, maxt))
-            .map(|s| self.labels_cached(s, &mut syms))
+            .map(|s| s.labels.clone())
             .collect()
     }
 
@@ -945,12 +961,16 @@ impl Head {
             let has_ooo = s.ooo.iter().any(|x| x.0 >= mint && x.0 < maxt);
             let mut chunks = Vec::new();
             if has_ooo {
-                let samples = s.samples(self.files.as_ref(), mint, maxt - 1)?;
+                let samples = s.samples(&self.files, mint, maxt - 1)?;
                 chunks = encode_chunks(&samples);
             } else {
                 for c in &s.chunks {
-                    if c.mint >= mint && c.maxt < maxt {
-                        chunks.push(c.clone());
+                    if c.mint >= mint && c.maxt() < maxt {
+                        chunks.push(HeadChunk {
+                            mint: c.mint,
+                            maxt: c.maxt(),
+                            data: ChunkData::Disk(c.at),
+                        });
                     }
                 }
                 if let Some(o) = &s.open {
@@ -987,7 +1007,7 @@ impl Head {
                 continue;
             };
             let before = s.chunks.len();
-            s.chunks.retain(|c| c.maxt >= t);
+            s.chunks.retain(|c| c.maxt() >= t);
             dropped_chunks += (before - s.chunks.len()) as u64;
             if s.open.as_ref().is_some_and(|o| o.maxt < t) {
                 s.open = None;
@@ -1001,9 +1021,7 @@ impl Head {
             }
         }
         self.chunk_count = self.chunk_count.saturating_sub(dropped_chunks);
-        if let Some(f) = self.files.as_mut() {
-            f.truncate(t);
-        }
+        self.files.truncate(t);
         for &r in &removed {
             self.remove(r);
         }
@@ -1195,6 +1213,24 @@ pub fn label_hash(labels: &Labels, buf: &mut Vec<u8>) -> u64 {
     xxhash_rust::xxh3::xxh3_64(buf)
 }
 
+/// Whether `labels` encode to `key` as [`label_hash`] writes it, without
+/// building the encoding.
+fn key_matches(labels: &Labels, key: &[u8]) -> bool {
+    let mut rest = key;
+    for l in labels.iter() {
+        for part in [l.name.as_bytes(), l.value.as_bytes()] {
+            match rest
+                .strip_prefix(part)
+                .and_then(|r| r.strip_prefix(&[0xff]))
+            {
+                Some(r) => rest = r,
+                None => return false,
+            }
+        }
+    }
+    rest.is_empty()
+}
+
 /// Encodes sorted samples into chunks of at most [`SAMPLES_PER_CHUNK`].
 pub fn encode_chunks(samples: &[(i64, f64)]) -> Vec<HeadChunk> {
     samples
@@ -1327,12 +1363,7 @@ mod tests {
                     .select_refs(&m)
                     .into_iter()
                     .filter_map(|r| h.get(r))
-                    .map(|s| {
-                        (
-                            h.labels_of(s),
-                            s.samples(h.files.as_ref(), mint, maxt).unwrap(),
-                        )
-                    })
+                    .map(|s| (h.labels_of(s), s.samples(&h.files, mint, maxt).unwrap()))
                     .filter(|x| !x.1.is_empty())
                     .collect();
                 assert_eq!(got, want);
@@ -1356,6 +1387,38 @@ mod tests {
         assert_eq!(got[0].1.len(), 11);
         assert_eq!(got[0].1[0], (10_000, 10.0));
         assert_eq!(got[0].1[10], (20_000, 20.0));
+    }
+
+    #[test]
+    fn series_created_together_cut_their_first_chunks_at_different_times() {
+        let mut h = Head::new(7_200_000, 0);
+        let series: Vec<Labels> = (0..200).map(|i| lbl("up", &format!("j{i}"))).collect();
+        let mut closed_at_90 = 0;
+        for i in 0..250 {
+            for a in &series {
+                push(&mut h, a, i * 1000, i as f64);
+            }
+            if i == 90 {
+                closed_at_90 = h.stats().chunks - 200;
+            }
+        }
+        // First chunks hold 60 to 119 samples, so at sample 90 about half
+        // of the series have cut one; later chunks hold 120.
+        assert!((40..=160).contains(&closed_at_90), "{closed_at_90}");
+        for r in 0..200u32 {
+            let s = h.get(r).unwrap();
+            let first = s.chunks[0];
+            let n = (first.maxt() - first.mint) / 1000 + 1;
+            assert_eq!(n, i64::from(first_chunk_len(r)));
+            assert!(s.chunks[1..]
+                .iter()
+                .all(|c| (c.maxt() - c.mint) / 1000 + 1 == 120));
+        }
+        // Reads are whole whatever the cut points.
+        let got = h
+            .select(&[Matcher::equal("__name__", "up")], 0, 249_000)
+            .unwrap();
+        assert!(got.iter().all(|(_, v)| v.len() == 250));
     }
 
     #[test]

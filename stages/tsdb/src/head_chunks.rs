@@ -12,29 +12,43 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Size at which a new chunk file starts.
+/// Size at which a new chunk file starts (offsets then fit in 32 bits).
 const FILE_SIZE: u64 = 128 << 20;
 
-/// Where a closed chunk lives on disk.
+/// Where a closed chunk lives: a file and a range in it. 12 bytes, as the
+/// head keeps one per closed chunk of every series.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DiskChunk {
     pub file: u32,
-    pub offset: u64,
+    pub offset: u32,
     pub len: u32,
 }
 
+/// What holds a chunk file's bytes.
+enum Backing {
+    /// A file in `chunks_head/`, read through the page cache.
+    Disk(Arc<File>),
+    /// Memory: for a head without a directory, and the fallback when the
+    /// disk refuses a write (the WAL still has the samples).
+    Mem(Vec<u8>),
+}
+
 struct ChunkFile {
-    file: Arc<File>,
+    backing: Backing,
     size: u64,
     /// Newest sample time of any chunk in the file, for truncation.
     maxt: i64,
 }
 
-/// The open `chunks_head/` directory.
+/// The open `chunks_head/` directory (or its in-memory stand-in).
 pub struct HeadChunkFiles {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     files: BTreeMap<u32, ChunkFile>,
-    current: u32,
+    /// The disk file being written.
+    current: Option<u32>,
+    /// The memory file being written.
+    current_mem: Option<u32>,
+    next_id: u32,
 }
 
 impl std::fmt::Debug for HeadChunkFiles {
@@ -55,17 +69,37 @@ impl HeadChunkFiles {
         }
         fs::create_dir_all(dir)?;
         let mut s = HeadChunkFiles {
-            dir: dir.to_path_buf(),
-            files: BTreeMap::new(),
-            current: 0,
+            dir: Some(dir.to_path_buf()),
+            ..HeadChunkFiles::in_memory()
         };
-        s.new_file()?;
+        s.new_disk_file()?;
         Ok(s)
     }
 
-    fn new_file(&mut self) -> io::Result<()> {
-        let index = self.current + 1;
-        let path = self.dir.join(format!("{index:06}"));
+    /// Chunk "files" kept in memory: a head without a directory.
+    pub fn in_memory() -> HeadChunkFiles {
+        HeadChunkFiles {
+            dir: None,
+            files: BTreeMap::new(),
+            current: None,
+            current_mem: None,
+            next_id: 1,
+        }
+    }
+
+    fn new_id(&mut self) -> u32 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
+
+    fn new_disk_file(&mut self) -> io::Result<u32> {
+        let dir = self
+            .dir
+            .clone()
+            .ok_or_else(|| io::Error::other("head chunks are kept in memory"))?;
+        let index = self.new_id();
+        let path = dir.join(format!("{index:06}"));
         let file = OpenOptions::new()
             .create(true)
             .truncate(true)
@@ -75,36 +109,77 @@ impl HeadChunkFiles {
         self.files.insert(
             index,
             ChunkFile {
-                file: Arc::new(file),
+                backing: Backing::Disk(Arc::new(file)),
                 size: 0,
                 maxt: i64::MIN,
             },
         );
-        self.current = index;
-        Ok(())
+        self.current = Some(index);
+        Ok(index)
     }
 
-    /// Appends a closed chunk whose newest sample is at `maxt`.
-    pub fn write(&mut self, data: &[u8], maxt: i64) -> io::Result<DiskChunk> {
-        let needs_new = self
-            .files
-            .get(&self.current)
-            .is_none_or(|f| f.size > 0 && f.size + data.len() as u64 > FILE_SIZE);
-        if needs_new {
-            self.new_file()?;
+    /// The file to append `len` bytes to: the current one, or a new one
+    /// when it is full.
+    fn target(&mut self, len: usize, disk: bool) -> io::Result<u32> {
+        let current = if disk { self.current } else { self.current_mem };
+        if let Some(i) = current {
+            if let Some(f) = self.files.get(&i) {
+                if f.size == 0 || f.size + len as u64 <= FILE_SIZE {
+                    return Ok(i);
+                }
+            }
         }
+        if disk {
+            self.new_disk_file()
+        } else {
+            let i = self.new_id();
+            self.files.insert(
+                i,
+                ChunkFile {
+                    backing: Backing::Mem(Vec::new()),
+                    size: 0,
+                    maxt: i64::MIN,
+                },
+            );
+            self.current_mem = Some(i);
+            Ok(i)
+        }
+    }
+
+    /// Appends a closed chunk whose newest sample is at `maxt`: to disk
+    /// when there is a directory, else to memory.
+    pub fn write(&mut self, data: &[u8], maxt: i64) -> io::Result<DiskChunk> {
+        self.append(data, maxt, self.dir.is_some())
+    }
+
+    /// Appends a closed chunk to memory whatever the directory (after the
+    /// disk refused it).
+    pub fn write_in_memory(&mut self, data: &[u8], maxt: i64) -> DiskChunk {
+        match self.append(data, maxt, false) {
+            Ok(d) => d,
+            Err(_) => unreachable!("appending to memory does not fail"),
+        }
+    }
+
+    fn append(&mut self, data: &[u8], maxt: i64, disk: bool) -> io::Result<DiskChunk> {
+        let len = u32::try_from(data.len())
+            .map_err(|_| io::Error::other("head chunk larger than 4 GiB"))?;
+        let i = self.target(data.len(), disk)?;
         let cur = self
             .files
-            .get_mut(&self.current)
+            .get_mut(&i)
             .ok_or_else(|| io::Error::other("current head chunk file missing"))?;
-        let offset = cur.size;
-        (&*cur.file).write_all(data)?;
+        let offset = cur.size as u32;
+        match &mut cur.backing {
+            Backing::Disk(f) => (&**f).write_all(data)?,
+            Backing::Mem(v) => v.extend_from_slice(data),
+        }
         cur.size += data.len() as u64;
         cur.maxt = cur.maxt.max(maxt);
         Ok(DiskChunk {
-            file: self.current,
+            file: i,
             offset,
-            len: data.len() as u32,
+            len,
         })
     }
 
@@ -114,32 +189,59 @@ impl HeadChunkFiles {
             .files
             .get(&c.file)
             .ok_or_else(|| io::Error::other(format!("head chunk file {} is gone", c.file)))?;
-        let mut buf = vec![0u8; c.len as usize];
-        f.file.read_exact_at(&mut buf, c.offset)?;
-        Ok(buf)
+        match &f.backing {
+            Backing::Disk(file) => {
+                let mut buf = vec![0u8; c.len as usize];
+                file.read_exact_at(&mut buf, u64::from(c.offset))?;
+                Ok(buf)
+            }
+            Backing::Mem(v) => v
+                .get(c.offset as usize..c.offset as usize + c.len as usize)
+                .map(<[u8]>::to_vec)
+                .ok_or_else(|| io::Error::other("head chunk beyond its memory file")),
+        }
     }
 
     /// Deletes files all of whose chunks end before `t` (the head no longer
-    /// references them), except the one being written.
+    /// references them), except the ones being written.
     pub fn truncate(&mut self, t: i64) {
         let doomed: Vec<u32> = self
             .files
             .iter()
-            .filter(|(i, f)| **i != self.current && f.maxt < t)
+            .filter(|(i, f)| {
+                Some(**i) != self.current && Some(**i) != self.current_mem && f.maxt < t
+            })
             .map(|(i, _)| *i)
             .collect();
         for i in doomed {
-            self.files.remove(&i);
-            let p = self.dir.join(format!("{i:06}"));
-            if let Err(e) = fs::remove_file(&p) {
-                tracing::warn!(path = %p.display(), error = %e, "cannot remove head chunk file");
+            let Some(f) = self.files.remove(&i) else {
+                continue;
+            };
+            if let (Backing::Disk(_), Some(dir)) = (&f.backing, &self.dir) {
+                let p = dir.join(format!("{i:06}"));
+                if let Err(e) = fs::remove_file(&p) {
+                    tracing::warn!(path = %p.display(), error = %e, "cannot remove head chunk file");
+                }
             }
         }
     }
 
-    /// Bytes in the files.
+    /// Bytes in the files on disk.
     pub fn size(&self) -> u64 {
-        self.files.values().map(|f| f.size).sum()
+        self.files
+            .values()
+            .filter(|f| matches!(f.backing, Backing::Disk(_)))
+            .map(|f| f.size)
+            .sum()
+    }
+
+    /// Bytes of chunks held in memory.
+    pub fn memory_bytes(&self) -> u64 {
+        self.files
+            .values()
+            .filter(|f| matches!(f.backing, Backing::Mem(_)))
+            .map(|f| f.size)
+            .sum()
     }
 }
 
@@ -163,5 +265,21 @@ mod tests {
         drop(f);
         let f = HeadChunkFiles::open(&dir.path().join("chunks_head")).unwrap();
         assert!(f.read(&a).is_err());
+    }
+
+    #[test]
+    fn memory_files_and_the_fallback() {
+        let mut m = HeadChunkFiles::in_memory();
+        let a = m.write(b"abc", 5).unwrap();
+        assert_eq!(m.read(&a).unwrap(), b"abc");
+        assert_eq!((m.size(), m.memory_bytes()), (0, 3));
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = HeadChunkFiles::open(&dir.path().join("chunks_head")).unwrap();
+        let d = f.write(b"disk", 10).unwrap();
+        let m = f.write_in_memory(b"mem", 20);
+        assert_ne!(d.file, m.file);
+        assert_eq!(f.read(&d).unwrap(), b"disk");
+        assert_eq!(f.read(&m).unwrap(), b"mem");
+        assert_eq!((f.size(), f.memory_bytes()), (4, 3));
     }
 }
