@@ -5,6 +5,7 @@
 mod logging;
 mod registry;
 mod replay;
+mod schema_check;
 mod tsdb_cmd;
 
 use std::io::{BufRead, BufReader};
@@ -19,7 +20,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use panoptes_engine::clock::{Clock, RealClock, VirtualClock};
 use panoptes_engine::schema::pipeline_schema;
-use panoptes_engine::{Engine, EngineOptions, PipelineSource, Supervisor};
+use panoptes_engine::supervisor::SchemaCheck;
+use panoptes_engine::{
+    compile, CompiledPipeline, Diagnostic, Diagnostics, Engine, EngineOptions, PipelineSource,
+    Supervisor,
+};
 use panoptes_scrape::FetchMode;
 
 // Samples and label sets are small, short-lived allocations on many
@@ -59,10 +64,22 @@ enum Command {
     /// Check pipeline files: schema, stage configs and graph. Reports every
     /// error as FILE:LINE:COL; exits 1 if any file is invalid.
     Validate {
+        /// Pipeline files; `-` reads one from standard input (named
+        /// `<stdin>` in messages; relative paths in it resolve against the
+        /// current directory).
         #[arg(required = true)]
         files: Vec<PathBuf>,
         #[arg(long, value_enum, default_value = "text")]
         format: OutputFormat,
+        /// The name of the `-` text in messages, as if read from that file
+        /// (its relative paths then resolve against NAME's directory).
+        /// Used by `run` for its schema-check helper process.
+        #[arg(long, value_name = "NAME", hide = true)]
+        stdin_name: Option<String>,
+        /// Where relative paths in the `-` text resolve (overrides the
+        /// directory of --stdin-name).
+        #[arg(long, value_name = "DIR", hide = true)]
+        stdin_base_dir: Option<PathBuf>,
     },
     /// Print the pipeline JSON Schema (for editors and CI).
     Schema,
@@ -192,7 +209,12 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let result = match cli.command {
-        Command::Validate { files, format } => validate(&files, format),
+        Command::Validate {
+            files,
+            format,
+            stdin_name,
+            stdin_base_dir,
+        } => validate(&files, format, stdin_name, stdin_base_dir),
         Command::Schema => {
             let schema = pipeline_schema(&registry::registry());
             println!(
@@ -252,55 +274,94 @@ fn main() -> ExitCode {
     }
 }
 
-fn validate(files: &[PathBuf], format: OutputFormat) -> anyhow::Result<ExitCode> {
+/// The name `validate -` gives standard input in messages by default.
+const STDIN_NAME: &str = "<stdin>";
+
+fn validate(
+    files: &[PathBuf],
+    format: OutputFormat,
+    stdin_name: Option<String>,
+    stdin_base_dir: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let stdin_count = files.iter().filter(|f| f.as_os_str() == "-").count();
+    if stdin_count > 1 {
+        anyhow::bail!("`-` (standard input) can be given only once");
+    }
     let registry = registry::registry();
-    let mut all_ok = true;
-    let mut json_files = Vec::new();
+    let mut results: Vec<(String, Result<CompiledPipeline, Diagnostics>)> = Vec::new();
     for file in files {
-        let result = PipelineSource::File(file.clone()).compile(&registry);
-        match (&result, format) {
-            (Ok(p), OutputFormat::Text) => {
-                println!(
-                    "{}: valid ({} stages, {} edges)",
-                    file.display(),
-                    p.stages.len(),
-                    p.graph.graph.edge_count()
-                );
-            }
-            (Err(d), OutputFormat::Text) => {
-                all_ok = false;
-                println!("{d}");
-                println!(
-                    "{}: invalid ({} error{})",
-                    file.display(),
-                    d.0.len(),
-                    if d.0.len() == 1 { "" } else { "s" }
-                );
-            }
-            (r, OutputFormat::Json) => {
-                let errors = r.as_ref().err().map(|d| d.0.clone()).unwrap_or_default();
-                all_ok &= errors.is_empty();
-                json_files.push(serde_json::json!({
-                    "file": file.display().to_string(),
-                    "valid": errors.is_empty(),
-                    "errors": errors,
-                }));
-            }
+        if file.as_os_str() == "-" {
+            let name = stdin_name.clone().unwrap_or_else(|| STDIN_NAME.to_string());
+            // As for a file: relative paths resolve against the directory
+            // of the name the text stands for (`<stdin>`: the current one).
+            let base = stdin_base_dir
+                .clone()
+                .unwrap_or_else(|| match Path::new(&name).parent() {
+                    Some(p) if stdin_name.is_some() && !p.as_os_str().is_empty() => p.to_path_buf(),
+                    _ => PathBuf::from("."),
+                });
+            let result = read_stdin(&name).and_then(|text| compile(&text, &name, &base, &registry));
+            results.push((name, result));
+        } else {
+            let result = PipelineSource::File(file.clone()).compile(&registry);
+            results.push((file.display().to_string(), result));
         }
     }
-    if format == OutputFormat::Json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({"valid": all_ok, "files": json_files})
-            )?
-        );
+    let all_ok = results.iter().all(|(_, r)| r.is_ok());
+    match format {
+        OutputFormat::Text => {
+            for (name, result) in &results {
+                match result {
+                    Ok(p) => println!(
+                        "{name}: valid ({} stages, {} edges)",
+                        p.stages.len(),
+                        p.graph.graph.edge_count()
+                    ),
+                    Err(d) => {
+                        println!("{d}");
+                        println!(
+                            "{name}: invalid ({} error{})",
+                            d.0.len(),
+                            if d.0.len() == 1 { "" } else { "s" }
+                        );
+                    }
+                }
+            }
+        }
+        OutputFormat::Json => {
+            let no_errors: &[Diagnostic] = &[];
+            let report = schema_check::report(results.iter().map(|(name, r)| {
+                let errors = match r {
+                    Ok(_) => no_errors,
+                    Err(d) => d.0.as_slice(),
+                };
+                (name.as_str(), errors)
+            }));
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
     }
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The whole of standard input, or why not as a diagnostic (as for an
+/// unreadable file).
+fn read_stdin(name: &str) -> Result<String, Diagnostics> {
+    use std::io::Read as _;
+    let mut text = String::new();
+    match std::io::stdin().read_to_string(&mut text) {
+        Ok(_) => Ok(text),
+        Err(e) => Err(Diagnostics(vec![Diagnostic {
+            file: name.to_string(),
+            line: 1,
+            column: 1,
+            path: String::new(),
+            message: format!("cannot read the pipeline from standard input: {e}"),
+        }])),
+    }
 }
 
 fn graph(file: &Path) -> anyhow::Result<ExitCode> {
@@ -388,7 +449,19 @@ fn run(opts: RunOptions) -> anyhow::Result<ExitCode> {
             text: DEFAULT_PIPELINE.replace("LISTEN_ADDRESS", &reachable(listen)),
         },
     };
-    let compiled = match source.compile(&registry) {
+    // The JSON-Schema step runs in a short-lived child process, at start
+    // and on every reload: in process, `jsonschema` would keep its
+    // meta-schema validator (~11 MB) for the life of the server. See
+    // schema_check.rs. Without a child, the step runs in process.
+    let schema_check: Option<Arc<dyn SchemaCheck>> =
+        match schema_check::ChildSchemaCheck::this_binary() {
+            Some(c) => Some(Arc::new(c)),
+            None => {
+                tracing::warn!("cannot find this binary to check the pipeline schema in a helper process; checking in this process");
+                None
+            }
+        };
+    let compiled = match source.compile_checked(&registry, schema_check.as_deref()) {
         Ok(c) => c,
         Err(d) => {
             eprintln!("{d}");
@@ -433,6 +506,9 @@ fn run(opts: RunOptions) -> anyhow::Result<ExitCode> {
     )
     .context("cannot start the pipeline")?;
     let sup = Supervisor::new(engine, registry, source);
+    if let Some(check) = schema_check {
+        sup.set_schema_check(check);
+    }
     sup.set_flags(
         [
             (

@@ -236,3 +236,107 @@ fn reload_while_scraping_loses_nothing() {
     }
     assert!(text.contains("demo_total{"), "{text}");
 }
+
+/// The errors `panoptes validate FILE` prints for `file` (run in `dir`),
+/// without its summary line.
+fn validate_errors(dir: &std::path::Path, file: &str) -> String {
+    let out = Command::new(support::bin())
+        .args(["validate", file])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines.len() >= 2, "{text}");
+    lines[..lines.len() - 1].join("\n")
+}
+
+/// The server runs the JSON-Schema step (start and reload) in a helper
+/// process, so that jsonschema's meta-schema validator (~11 MB, never freed)
+/// is not built in it; what the helper finds is reported exactly as
+/// `panoptes validate` reports the file. The pipeline sits in a
+/// subdirectory: the helper resolves relative paths as the server does.
+#[test]
+fn schema_errors_at_start_and_reload_read_as_validate_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = discovery_pipeline(&["a:1"]);
+    // An unknown field (a schema error) in one stage, and a missing file
+    // (a typed-config error, relative to conf/) in another.
+    let broken = "stages:\n  targets:\n    kind: discovery\n    static_configs: [{targets: [\"a:1\"]}]\n    refresh: 5s\n  scrape:\n    kind: scrape\n    inputs: [targets]\n    job_name: demo\n    authorization: {credentials_file: token}\n";
+
+    // Refused before starting, with validate's words.
+    write(dir.path(), "conf/p.yaml", broken);
+    let expected = validate_errors(dir.path(), "conf/p.yaml");
+    assert!(
+        expected.contains("conf/p.yaml:5:5: stages.targets.refresh: unknown field \"refresh\""),
+        "{expected}"
+    );
+    assert!(expected.contains("cannot read conf/token"), "{expected}");
+    let out = Command::new(support::bin())
+        .args([
+            "run",
+            "conf/p.yaml",
+            "--listen",
+            "127.0.0.1:0",
+            "--log.level",
+            "debug",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("{expected}\n")), "{stderr}");
+    assert!(
+        stderr.contains("schema check outside this process: invalid"),
+        "{stderr}"
+    );
+
+    // A reload of the same file is refused with the same words; the old
+    // pipeline keeps running.
+    write(dir.path(), "conf/p.yaml", &good);
+    let p = Running::start(dir, "conf/p.yaml", &["--log.level", "debug"]);
+    write(p.dir.path(), "conf/p.yaml", broken);
+    let (code, body) = p.post("/-/reload");
+    assert_eq!(code, 500, "{body}");
+    assert_eq!(
+        body,
+        format!(
+            "failed to reload config: invalid pipeline, keeping the running one:\n{expected}\n"
+        )
+    );
+    assert_eq!(
+        p.metric("panoptes_config_last_reload_successful"),
+        Some(0.0)
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&p.get("/api/v1/status/reload").unwrap().1).unwrap();
+    assert_eq!(
+        status["data"]["last_error"],
+        format!("invalid pipeline, keeping the running one:\n{expected}")
+    );
+    assert_eq!(
+        p.metric("panoptes_stage_up{kind=\"discovery\",stage=\"targets\"}"),
+        Some(1.0)
+    );
+    let log = p.log();
+    assert!(
+        log.contains("schema check outside this process: valid"),
+        "the start used the helper: {log}"
+    );
+    assert!(
+        log.contains("schema check outside this process: invalid"),
+        "the reload used the helper: {log}"
+    );
+    assert!(!log.contains("checking in this process"), "{log}");
+
+    // Fixed, it reloads.
+    write(p.dir.path(), "conf/p.yaml", &discovery_pipeline(&["b:2"]));
+    let (code, body) = p.post("/-/reload");
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        p.metric("panoptes_config_last_reload_successful"),
+        Some(1.0)
+    );
+}

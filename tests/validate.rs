@@ -67,6 +67,79 @@ fn json_format_gives_the_same_errors() {
 }
 
 #[test]
+fn validate_reads_standard_input_as_dash() {
+    let root = support::repo_root();
+    // A broken pipeline: the same errors as for the file, named `<stdin>`.
+    let rel = "testdata/invalid/unknown_field.yaml";
+    let text = std::fs::read_to_string(root.join(rel)).unwrap();
+    let out = support::panoptes_with_stdin(&["validate", "-"], &root, &text);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let got = stdout(&out);
+    assert!(
+        got.starts_with("<stdin>:4:5: stages.targets.static_config: unknown field"),
+        "{got}"
+    );
+    assert!(got.ends_with("<stdin>: invalid (1 error)\n"), "{got}");
+    let from_file = stdout(&panoptes(&["validate", rel]));
+    assert_eq!(got, from_file.replace(rel, "<stdin>"));
+
+    // A good one.
+    let text = std::fs::read_to_string(root.join("pipelines/default.yaml")).unwrap();
+    let out = support::panoptes_with_stdin(&["validate", "-"], &root, &text);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).starts_with("<stdin>: valid ("),
+        "{}",
+        stdout(&out)
+    );
+
+    // Alongside files, and only once.
+    let out = support::panoptes_with_stdin(
+        &["validate", "pipelines/default.yaml", "-"],
+        &root,
+        "stages: {}\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("\n<stdin>: valid (0 stages"),
+        "{}",
+        stdout(&out)
+    );
+    let out = support::panoptes_with_stdin(&["validate", "-", "-"], &root, "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only once"));
+}
+
+/// `--stdin-name` (hidden; `run` uses it for its schema-check helper) names
+/// the text as if read from that file: the output is the file's, byte for
+/// byte, and relative paths resolve against its directory.
+#[test]
+fn stdin_name_makes_stdin_read_like_the_file() {
+    let root = support::repo_root();
+    for rel in [
+        "testdata/invalid/many_errors.yaml",
+        "testdata/invalid/unknown_field.yaml",
+        "pipelines/default.yaml",
+    ] {
+        let text = std::fs::read_to_string(root.join(rel)).unwrap();
+        let name = format!("--stdin-name={rel}");
+        for format in ["text", "json"] {
+            let piped = support::panoptes_with_stdin(
+                &["validate", "--format", format, &name, "-"],
+                &root,
+                &text,
+            );
+            let direct = panoptes(&["validate", "--format", format, rel]);
+            assert_eq!(piped.status.code(), direct.status.code(), "{rel}");
+            assert_eq!(stdout(&piped), stdout(&direct), "{rel} as {format}");
+        }
+    }
+    let help = stdout(&panoptes(&["validate", "--help"]));
+    assert!(!help.contains("stdin-name"), "hidden from --help: {help}");
+    assert!(help.contains("`-` reads one from standard input"), "{help}");
+}
+
+#[test]
 fn example_pipelines_validate() {
     let mut n = 0;
     for entry in std::fs::read_dir(support::repo_root().join("pipelines")).unwrap() {

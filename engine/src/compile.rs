@@ -2,6 +2,15 @@
 //! pipeline, collecting every error with its source position. `validate`,
 //! `graph` and `run` (and every reload) call the same function, so a file
 //! that validates cannot fail to start for a config reason.
+//!
+//! The JSON-Schema step can be skipped with [`CompileOptions::schema_checked`]
+//! when the caller has already run it elsewhere. The long-running server
+//! does that: building any `jsonschema` validator first validates our schema
+//! against the Draft-7 meta-schema, whose validator the `jsonschema` crate
+//! builds once into a process-wide `Lazy` static and never frees (~11 MB of
+//! heap; the option to skip meta-validation is private to the crate). So
+//! `panoptes run` has a short-lived `panoptes validate -` child do the schema
+//! step, and compiles in process with this option set.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -19,8 +28,10 @@ use crate::schema::{DEFAULT_BUFFER, ENGINE_KEYS};
 use crate::source::{render_path, PathSeg, Pos, SourceDoc};
 use crate::stage::{CompileContext, MessageType, StageConfig};
 
-/// One problem in a pipeline file, with where it is.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// One problem in a pipeline file, with where it is. Serialized as is by
+/// `panoptes validate --format json`, and read back from it by the server's
+/// schema-check helper, so both render identically.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Diagnostic {
     pub file: String,
     pub line: usize,
@@ -124,13 +135,38 @@ pub struct CompiledPipeline {
     pub graph: PipelineGraph,
 }
 
-/// Compiles pipeline text. `file` names it in diagnostics; relative paths
-/// inside resolve against `base_dir`.
+/// How [`compile_with`] compiles. The default runs every check in process.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// The text has already passed the JSON-Schema step with no error (in
+    /// a helper process), so it is not run again here: every other check
+    /// (YAML syntax, `global:`, each kind's typed config, the graph) still
+    /// is. Running the step in process makes `jsonschema` build its Draft-7
+    /// meta-schema validator into a static that is never freed (~11 MB), which
+    /// a long-running server should not keep. Set it only for text that
+    /// passed: a schema error would otherwise go unreported, and stage kinds
+    /// would see sections the schema rejects.
+    pub schema_checked: bool,
+}
+
+/// Compiles pipeline text with every check in process. `file` names it in
+/// diagnostics; relative paths inside resolve against `base_dir`.
 pub fn compile(
     text: &str,
     file: &str,
     base_dir: &Path,
     registry: &Registry,
+) -> Result<CompiledPipeline, Diagnostics> {
+    compile_with(text, file, base_dir, registry, CompileOptions::default())
+}
+
+/// [`compile`] with options: see [`CompileOptions`].
+pub fn compile_with(
+    text: &str,
+    file: &str,
+    base_dir: &Path,
+    registry: &Registry,
+    options: CompileOptions,
 ) -> Result<CompiledPipeline, Diagnostics> {
     let doc = match SourceDoc::parse(text) {
         Ok(d) => d,
@@ -165,7 +201,9 @@ pub fn compile(
         }
     };
 
-    check_schema(&mut c, registry);
+    if !options.schema_checked {
+        check_schema(&mut c, registry);
+    }
 
     let global = compile_global(&mut c, root.get("global"));
     let stages_val = root
@@ -376,6 +414,9 @@ fn pointer_segments(pointer: &str, root: &Value) -> Vec<PathSeg> {
     segs
 }
 
+/// The JSON-Schema step. Building the validator makes `jsonschema` build
+/// (once per process, never freed) its Draft-7 meta-schema validator: see
+/// [`CompileOptions::schema_checked`] for how the server avoids that.
 fn check_schema(c: &mut Collector<'_>, registry: &Registry) {
     let checked = registry.checked_schema();
     let validator = match &checked.validator {

@@ -32,6 +32,15 @@ impl Registry {
     /// The pipeline schema of these kinds with its validator. Built per
     /// use and dropped after: it takes milliseconds to build but holds
     /// ~12 MB, which a running server would keep for its next reload.
+    ///
+    /// Dropping it does not give everything back: building any validator
+    /// first checks the schema against the Draft-7 meta-schema, and
+    /// `jsonschema` (0.33, and still 0.61) builds that meta-schema's own
+    /// validator once into a process-wide `Lazy` static that is never freed
+    /// (~11 MB of heap), with no public option to skip the check. A
+    /// long-running process should therefore not call this: `panoptes run`
+    /// has a short-lived child process do the schema step and compiles with
+    /// [`crate::compile::CompileOptions::schema_checked`].
     pub fn checked_schema(&self) -> CheckedSchema {
         let schema = crate::schema::pipeline_schema(self);
         let validator = jsonschema::options()

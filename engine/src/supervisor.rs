@@ -5,6 +5,12 @@
 //!
 //! Reloads and shutdown block (stages flush on stop), so they run on plain
 //! threads (`spawn_blocking` from handlers), never on a tokio worker.
+//!
+//! The start and every reload can hand the JSON-Schema step to a
+//! [`SchemaCheck`] (the binary's runs it in a short-lived child process):
+//! building a `jsonschema` validator in process leaves the crate's Draft-7
+//! meta-schema validator in a static for good (~11 MB), which a long-running
+//! server should not carry. See [`crate::compile::CompileOptions`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -23,7 +29,7 @@ use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use tower::ServiceExt as _;
 
-use crate::compile::{compile, CompiledPipeline, Diagnostics};
+use crate::compile::{compile_with, CompileOptions, CompiledPipeline, Diagnostic, Diagnostics};
 use crate::registry::Registry;
 use crate::runtime::{Engine, ReloadReport};
 use crate::tap::{message_to_json_lines, TapFilter};
@@ -38,14 +44,48 @@ pub enum PipelineSource {
     Embedded { name: String, text: String },
 }
 
+/// Pipeline text as read from its [`PipelineSource`], with what names it in
+/// messages and where relative paths inside it resolve.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineText {
+    pub text: String,
+    /// The file as named on the command line, or the embedded text's name.
+    pub name: String,
+    pub base_dir: PathBuf,
+}
+
+/// What a [`SchemaCheck`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SchemaVerdict {
+    /// The text passes the JSON-Schema step: compile it in process with
+    /// that step skipped.
+    Valid,
+    /// The text is invalid: these are the diagnostics a full in-process
+    /// [`crate::compile::compile`] of it gives, reported as they are.
+    Invalid(Diagnostics),
+}
+
+/// Runs the JSON-Schema step of compiling outside this process, so that the
+/// process never builds a `jsonschema` validator: the first one built leaves
+/// the crate's Draft-7 meta-schema validator in a static for good (~11 MB).
+pub trait SchemaCheck: Send + Sync {
+    /// Checks `text`. An `Err` means no verdict (the helper could not run,
+    /// timed out, or answered nonsense): the caller then runs the step in
+    /// process, so a broken helper never fails a start or a reload.
+    fn check(
+        &self,
+        text: &PipelineText,
+    ) -> Result<SchemaVerdict, Box<dyn std::error::Error + Send + Sync>>;
+}
+
 impl PipelineSource {
-    /// Reads and compiles the pipeline.
-    pub fn compile(&self, registry: &Registry) -> Result<CompiledPipeline, Diagnostics> {
+    /// Reads the pipeline text (a file is re-read on every call).
+    pub fn read(&self) -> Result<PipelineText, Diagnostics> {
         match self {
             PipelineSource::File(path) => {
                 let name = path.display().to_string();
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    Diagnostics(vec![crate::compile::Diagnostic {
+                    Diagnostics(vec![Diagnostic {
                         file: name.clone(),
                         line: 1,
                         column: 1,
@@ -53,7 +93,7 @@ impl PipelineSource {
                         message: format!("cannot read the pipeline file: {e}"),
                     }])
                 })?;
-                let base = path
+                let base_dir = path
                     .parent()
                     .map(|p| {
                         if p.as_os_str().is_empty() {
@@ -63,13 +103,70 @@ impl PipelineSource {
                         }
                     })
                     .unwrap_or_else(|| PathBuf::from("."));
-                compile(&text, &name, &base, registry)
+                Ok(PipelineText {
+                    text,
+                    name,
+                    base_dir,
+                })
             }
-            PipelineSource::Embedded { name, text } => {
-                compile(text, name, &PathBuf::from("."), registry)
-            }
+            PipelineSource::Embedded { name, text } => Ok(PipelineText {
+                text: text.clone(),
+                name: name.clone(),
+                base_dir: PathBuf::from("."),
+            }),
         }
     }
+
+    /// Reads and compiles the pipeline, every check in process.
+    pub fn compile(&self, registry: &Registry) -> Result<CompiledPipeline, Diagnostics> {
+        self.compile_checked(registry, None)
+    }
+
+    /// Reads and compiles the pipeline, with the JSON-Schema step done by
+    /// `check` when given (see [`SchemaCheck`]). Without one, or when it
+    /// gives no verdict, this is [`PipelineSource::compile`].
+    pub fn compile_checked(
+        &self,
+        registry: &Registry,
+        check: Option<&dyn SchemaCheck>,
+    ) -> Result<CompiledPipeline, Diagnostics> {
+        let text = self.read()?;
+        compile_text(&text, registry, check)
+    }
+}
+
+/// Compiles read text, the schema step by `check` when it gives a verdict.
+fn compile_text(
+    text: &PipelineText,
+    registry: &Registry,
+    check: Option<&dyn SchemaCheck>,
+) -> Result<CompiledPipeline, Diagnostics> {
+    let mut options = CompileOptions::default();
+    if let Some(check) = check {
+        let t = Instant::now();
+        match check.check(text) {
+            Ok(SchemaVerdict::Valid) => {
+                tracing::debug!(
+                    took_ms = t.elapsed().as_millis() as u64,
+                    "schema check outside this process: valid"
+                );
+                options.schema_checked = true;
+            }
+            Ok(SchemaVerdict::Invalid(diags)) => {
+                tracing::debug!(
+                    took_ms = t.elapsed().as_millis() as u64,
+                    errors = diags.0.len(),
+                    "schema check outside this process: invalid"
+                );
+                return Err(diags);
+            }
+            Err(e) => tracing::warn!(
+                error = %e,
+                "schema check outside this process gave no verdict; checking in this process (jsonschema then keeps ~11 MB for the life of the process)"
+            ),
+        }
+    }
+    compile_with(&text.text, &text.name, &text.base_dir, registry, options)
 }
 
 /// The outcome of the last reloads, for metrics and `/api/v1/status/reload`.
@@ -99,6 +196,8 @@ pub struct Supervisor {
     /// Command-line flags as given, for `/api/v1/status/flags`.
     flags: RwLock<BTreeMap<String, String>>,
     start_time: SystemTime,
+    /// Who runs the JSON-Schema step of a reload; in process when unset.
+    schema_check: RwLock<Option<Arc<dyn SchemaCheck>>>,
 }
 
 fn now_seconds() -> f64 {
@@ -133,6 +232,7 @@ impl Supervisor {
             shutdown_tx,
             flags: RwLock::new(BTreeMap::new()),
             start_time: SystemTime::now(),
+            schema_check: RwLock::new(None),
         });
         sup.refresh_routes();
         sup
@@ -141,6 +241,12 @@ impl Supervisor {
     /// Records the command-line flags shown by `/api/v1/status/flags`.
     pub fn set_flags(&self, flags: BTreeMap<String, String>) {
         *self.flags.write() = flags;
+    }
+
+    /// Has `check` run the JSON-Schema step of every later reload (see
+    /// [`SchemaCheck`]); without one, reloads run it in process.
+    pub fn set_schema_check(&self, check: Arc<dyn SchemaCheck>) {
+        *self.schema_check.write() = Some(check);
     }
 
     /// The pipeline text now in force, for `/api/v1/status/config`.
@@ -183,7 +289,11 @@ impl Supervisor {
     /// thread. An invalid file leaves the running pipeline untouched.
     pub fn reload(&self) -> Result<ReloadReport, String> {
         let t = Instant::now();
-        let result = match self.source.compile(&self.registry) {
+        let check = self.schema_check.read().clone();
+        let result = match self
+            .source
+            .compile_checked(&self.registry, check.as_deref())
+        {
             Err(diags) => Err(format!(
                 "invalid pipeline, keeping the running one:\n{diags}"
             )),
@@ -670,5 +780,84 @@ async fn stage_route_handler(State(s): Sup, req: Request) -> Response {
     match router.oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A [`SchemaCheck`] with a fixed answer, counting its calls.
+    struct Fixed(
+        Result<SchemaVerdict, &'static str>,
+        std::sync::atomic::AtomicUsize,
+    );
+
+    impl SchemaCheck for Fixed {
+        fn check(
+            &self,
+            _text: &PipelineText,
+        ) -> Result<SchemaVerdict, Box<dyn std::error::Error + Send + Sync>> {
+            self.1.fetch_add(1, Ordering::SeqCst);
+            self.0.clone().map_err(Into::into)
+        }
+    }
+
+    fn fixed(answer: Result<SchemaVerdict, &'static str>) -> Fixed {
+        Fixed(answer, Default::default())
+    }
+
+    /// Breaks only the schema (an unknown top-level key).
+    fn source() -> PipelineSource {
+        PipelineSource::Embedded {
+            name: "p.yaml".into(),
+            text: "stages: {}\nbogus: 1\n".into(),
+        }
+    }
+
+    #[test]
+    fn without_a_check_the_schema_step_runs_in_process() {
+        let r = Registry::new();
+        let err = source().compile(&r).unwrap_err();
+        assert!(err.to_string().contains("unknown field \"bogus\""), "{err}");
+        assert_eq!(source().compile_checked(&r, None).unwrap_err(), err);
+    }
+
+    #[test]
+    fn a_check_without_a_verdict_falls_back_to_the_in_process_step() {
+        let r = Registry::new();
+        let check = fixed(Err("helper broke"));
+        let err = source().compile_checked(&r, Some(&check)).unwrap_err();
+        assert_eq!(err, source().compile(&r).unwrap_err());
+        assert_eq!(check.1.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn an_invalid_verdict_is_the_result_as_given() {
+        let r = Registry::new();
+        let d = Diagnostics(vec![Diagnostic {
+            file: "p.yaml".into(),
+            line: 2,
+            column: 1,
+            path: "bogus".into(),
+            message: "from the helper".into(),
+        }]);
+        let check = fixed(Ok(SchemaVerdict::Invalid(d.clone())));
+        assert_eq!(source().compile_checked(&r, Some(&check)).unwrap_err(), d);
+    }
+
+    #[test]
+    fn a_valid_verdict_skips_only_the_schema_step() {
+        let r = Registry::new();
+        let check = fixed(Ok(SchemaVerdict::Valid));
+        // The schema's complaint is not repeated...
+        assert!(source().compile_checked(&r, Some(&check)).is_ok());
+        // ...but every other check still runs in process.
+        let broken = PipelineSource::Embedded {
+            name: "p.yaml".into(),
+            text: "global: {scrape_interval: 10s, scrape_timeout: 20s}\nstages: {}\n".into(),
+        };
+        let err = broken.compile_checked(&r, Some(&check)).unwrap_err();
+        assert!(err.to_string().contains("must not be greater"), "{err}");
     }
 }

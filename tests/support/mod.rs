@@ -28,6 +28,26 @@ pub fn panoptes(args: &[&str]) -> Output {
         .expect("run panoptes")
 }
 
+/// Runs `panoptes ARGS` in `dir` with `input` on its standard input.
+pub fn panoptes_with_stdin(args: &[&str], dir: &Path, input: &str) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run panoptes");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let input = input.to_string();
+    let writer = std::thread::spawn(move || {
+        let _ = stdin.write_all(input.as_bytes());
+    });
+    let out = child.wait_with_output().expect("wait for panoptes");
+    writer.join().expect("stdin writer");
+    out
+}
+
 /// A free port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
