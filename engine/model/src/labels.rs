@@ -5,23 +5,212 @@
 //! built in. Empty label values are dropped on construction, as in
 //! Prometheus, where a label with an empty value is the same as no label.
 
+use std::borrow::{Borrow, Cow};
 use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::ops::Deref;
 use std::sync::Arc;
+
+use triomphe::ThinArc;
 
 /// The reserved label that carries the metric name.
 pub const METRIC_NAME: &str = "__name__";
 
-/// One label: a name and a value. Names and values are reference-counted
-/// strings so that cloning a label set (which happens on every batch hop) is
-/// cheap.
+/// A label name or value: an immutable, reference-counted string behind one
+/// thin pointer (8 bytes, where `Arc<str>` takes 16), so that a label is 16
+/// bytes. Label sets are the largest per-series cost outside the chunks,
+/// and their strings are shared (interned by the scrape cache and the head),
+/// so the pointers are what a series pays for. Compares, orders and hashes
+/// as the string does.
+#[derive(Clone)]
+pub struct Sym(ThinArc<(), u8>);
+
+impl Sym {
+    pub fn new(s: &str) -> Sym {
+        Sym(ThinArc::from_header_and_slice((), s.as_bytes()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: every constructor copies the bytes of a `&str`, and the
+        // bytes are immutable afterwards, so they are valid UTF-8.
+        unsafe { std::str::from_utf8_unchecked(&self.0.slice) }
+    }
+
+    /// Whether both are clones of one allocation.
+    pub fn ptr_eq(&self, other: &Sym) -> bool {
+        self.0.as_ptr() == other.0.as_ptr()
+    }
+
+    /// Number of clones alive (for interners that forget unused strings).
+    pub fn strong_count(&self) -> usize {
+        ThinArc::strong_count(&self.0)
+    }
+}
+
+impl Deref for Sym {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<str> for Sym {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl AsRef<[u8]> for Sym {
+    fn as_ref(&self) -> &[u8] {
+        self.as_str().as_bytes()
+    }
+}
+
+impl Borrow<str> for Sym {
+    fn borrow(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for Sym {
+    fn eq(&self, other: &Sym) -> bool {
+        self.ptr_eq(other) || self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Sym {}
+
+impl PartialEq<str> for Sym {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Sym {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<Sym> for str {
+    fn eq(&self, other: &Sym) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<Sym> for &str {
+    fn eq(&self, other: &Sym) -> bool {
+        *self == other.as_str()
+    }
+}
+
+impl PartialOrd for Sym {
+    fn partial_cmp(&self, other: &Sym) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Sym {
+    fn cmp(&self, other: &Sym) -> std::cmp::Ordering {
+        self.as_str().cmp(other.as_str())
+    }
+}
+
+impl Hash for Sym {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so that `Borrow<str>` lookups find it.
+        self.as_str().hash(state)
+    }
+}
+
+impl fmt::Display for Sym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for Sym {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl Default for Sym {
+    fn default() -> Sym {
+        Sym::new("")
+    }
+}
+
+impl From<&str> for Sym {
+    fn from(s: &str) -> Sym {
+        Sym::new(s)
+    }
+}
+
+impl From<&String> for Sym {
+    fn from(s: &String) -> Sym {
+        Sym::new(s)
+    }
+}
+
+impl From<String> for Sym {
+    fn from(s: String) -> Sym {
+        Sym::new(&s)
+    }
+}
+
+impl From<Box<str>> for Sym {
+    fn from(s: Box<str>) -> Sym {
+        Sym::new(&s)
+    }
+}
+
+impl From<Arc<str>> for Sym {
+    fn from(s: Arc<str>) -> Sym {
+        Sym::new(&s)
+    }
+}
+
+impl From<&Arc<str>> for Sym {
+    fn from(s: &Arc<str>) -> Sym {
+        Sym::new(s)
+    }
+}
+
+impl From<Cow<'_, str>> for Sym {
+    fn from(s: Cow<'_, str>) -> Sym {
+        Sym::new(&s)
+    }
+}
+
+impl From<&Sym> for Sym {
+    fn from(s: &Sym) -> Sym {
+        s.clone()
+    }
+}
+
+impl From<Sym> for String {
+    fn from(s: Sym) -> String {
+        s.as_str().to_string()
+    }
+}
+
+impl From<Sym> for Arc<str> {
+    fn from(s: Sym) -> Arc<str> {
+        Arc::from(s.as_str())
+    }
+}
+
+/// One label: a name and a value. Names and values are shared strings so
+/// that cloning a label is cheap; a label set is cloned by reference count.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Label {
-    pub name: Arc<str>,
-    pub value: Arc<str>,
+    pub name: Sym,
+    pub value: Sym,
 }
 
 impl Label {
-    pub fn new(name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> Self {
+    pub fn new(name: impl Into<Sym>, value: impl Into<Sym>) -> Self {
         Label {
             name: name.into(),
             value: value.into(),
@@ -51,8 +240,8 @@ impl Labels {
     /// win; pairs with an empty value are dropped.
     pub fn from_pairs<N, V, I>(pairs: I) -> Self
     where
-        N: Into<Arc<str>>,
-        V: Into<Arc<str>>,
+        N: Into<Sym>,
+        V: Into<Sym>,
         I: IntoIterator<Item = (N, V)>,
     {
         let mut b = LabelsBuilder::new();
@@ -251,7 +440,7 @@ impl LabelsBuilder {
     }
 
     /// Sets a label, replacing any earlier value. An empty value deletes it.
-    pub fn set(&mut self, name: impl Into<Arc<str>>, value: impl Into<Arc<str>>) -> &mut Self {
+    pub fn set(&mut self, name: impl Into<Sym>, value: impl Into<Sym>) -> &mut Self {
         let name = name.into();
         let value = value.into();
         if let Some(l) = self.labels.iter_mut().find(|l| l.name == name) {
@@ -311,6 +500,23 @@ mod tests {
         assert_eq!(l.to_string(), "up{job=\"a\\\"b\"}");
         assert_eq!(Labels::from_pairs([("__name__", "up")]).to_string(), "up");
         assert_eq!(Labels::empty().to_string(), "{}");
+    }
+
+    #[test]
+    fn sym_is_thin_and_behaves_as_its_string() {
+        assert_eq!(std::mem::size_of::<Sym>(), 8);
+        assert_eq!(std::mem::size_of::<Label>(), 16);
+        let a = Sym::from("job");
+        let b = Sym::from(String::from("job"));
+        assert!(a == b && !a.ptr_eq(&b) && a.clone().ptr_eq(&a));
+        assert_eq!(a, "job");
+        let (a1, b1) = (Sym::from("a"), Sym::from("b"));
+        assert!(a1 < b1 && b1.cmp(&a1).is_gt());
+        let set: std::collections::HashSet<Sym> = [a.clone()].into();
+        assert!(set.contains("job"));
+        assert_eq!(a.strong_count(), 2);
+        assert_eq!(format!("{a} {a:?}"), "job \"job\"");
+        assert_eq!(Sym::default().len(), 0);
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub use duration::{
     DURATION_PATTERN,
 };
 pub use format::{format_api_float, format_float, write_float};
-pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, METRIC_NAME};
+pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, Sym, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{
     is_stale_nan, stale_nan, MetricMetadata, MetricType, Sample, SampleBatch, STALE_NAN_BITS,

@@ -5,7 +5,7 @@
 use rustc_hash::FxHashMap as HashMap;
 use std::sync::Arc;
 
-use panoptes_model::{Labels, Matcher, METRIC_NAME};
+use panoptes_model::{Labels, Matcher, Sym, METRIC_NAME};
 use panoptes_promql_parser::{Call, Expr, VectorSelector};
 
 use crate::engine::{exec_err, EResult, EvalVal, Evaluator, Grid, StepSeries};
@@ -115,7 +115,7 @@ pub(crate) fn eval_info(ev: &mut Evaluator<'_>, c: &Call, grid: Grid) -> EResult
             let mut matched = false;
             if let Some(cands) = candidates {
                 let mut b = s.labels.to_builder();
-                let mut added: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+                let mut added: Vec<(Sym, Sym)> = Vec::new();
                 // Latest series per info metric name at this time.
                 let mut best: Vec<(&str, f64, usize)> = Vec::new();
                 for &ci in cands {

@@ -4,10 +4,9 @@
 //! `labelkeep` iterate unmodified input labels first, then added ones).
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use md5::{Digest, Md5};
-use panoptes_model::{Label, Labels};
+use panoptes_model::{Label, Labels, Sym};
 
 use crate::rule::{is_valid_label_name, Action, RelabelRule};
 
@@ -37,7 +36,7 @@ pub fn process_cow<'a>(labels: &'a Labels, rules: &[RelabelRule]) -> Option<Cow<
 /// A joined source value: borrowed from one label when possible.
 enum Value {
     Empty,
-    Shared(Arc<str>),
+    Shared(Sym),
     Owned(String),
 }
 
@@ -103,7 +102,7 @@ fn apply(rule: &RelabelRule, b: &mut Builder<'_>) -> bool {
             for l in b.snapshot() {
                 if let Some(caps) = rule.regex.regex().captures(&l.name) {
                     let name = rule.replacement.expand(&caps);
-                    b.set(Arc::from(name), l.value.clone());
+                    b.set(Sym::from(name), l.value.clone());
                 }
             }
             true
@@ -149,7 +148,7 @@ fn replace(rule: &RelabelRule, b: &mut Builder<'_>) {
     let res = rule.replacement.expand(&caps);
     match target {
         Cow::Borrowed(_) => b.set_str(&rule.target_label, &res),
-        Cow::Owned(name) => b.set(Arc::from(name), Arc::from(res)),
+        Cow::Owned(name) => b.set(Sym::from(name), Sym::from(res)),
     }
 }
 
@@ -157,7 +156,7 @@ fn replace(rule: &RelabelRule, b: &mut Builder<'_>) {
 struct Builder<'a> {
     base: &'a [Label],
     add: Vec<Label>,
-    del: Vec<Arc<str>>,
+    del: Vec<Sym>,
 }
 
 impl<'a> Builder<'a> {
@@ -186,7 +185,7 @@ impl<'a> Builder<'a> {
         self.base_get(name).map_or("", |l| &*l.value)
     }
 
-    fn get_shared(&self, name: &str) -> Option<Arc<str>> {
+    fn get_shared(&self, name: &str) -> Option<Sym> {
         if let Some(l) = self.add.iter().find(|l| &*l.name == name) {
             return Some(l.value.clone());
         }
@@ -198,19 +197,19 @@ impl<'a> Builder<'a> {
 
     /// Sets `name` to `value`, reusing the input's strings when they are
     /// equal so that no-op edits allocate nothing.
-    fn set_str(&mut self, name: &Arc<str>, value: &str) {
+    fn set_str(&mut self, name: &Sym, value: &str) {
         if value.is_empty() {
             self.del(name);
             return;
         }
-        let v: Arc<str> = match self.base_get(name) {
+        let v: Sym = match self.base_get(name) {
             Some(l) if &*l.value == value => l.value.clone(),
-            _ => Arc::from(value),
+            _ => Sym::from(value),
         };
         self.set(name.clone(), v);
     }
 
-    fn set(&mut self, name: Arc<str>, value: Arc<str>) {
+    fn set(&mut self, name: Sym, value: Sym) {
         if value.is_empty() {
             self.del(&name);
             return;
@@ -225,7 +224,7 @@ impl<'a> Builder<'a> {
     fn del(&mut self, name: &str) {
         self.add.retain(|l| &*l.name != name);
         if !self.del.iter().any(|d| &**d == name) {
-            self.del.push(Arc::from(name));
+            self.del.push(Sym::from(name));
         }
     }
 
@@ -248,7 +247,7 @@ impl<'a> Builder<'a> {
 
     /// Names of current labels for which `pick` holds, in iteration
     /// order; allocates only when some label is picked.
-    fn matching_names(&self, mut pick: impl FnMut(&str) -> bool) -> Vec<Arc<str>> {
+    fn matching_names(&self, mut pick: impl FnMut(&str) -> bool) -> Vec<Sym> {
         let mut out = Vec::new();
         for l in self.base.iter() {
             if !self.is_edited(&l.name) && pick(&l.name) {

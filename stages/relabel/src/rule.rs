@@ -3,13 +3,13 @@
 //! Schema, and compiling it with Prometheus's defaults and validation rules.
 
 use std::fmt;
-use std::sync::Arc;
 
 use panoptes_engine::stage::ConfigIssue;
 use serde_json::{json, Map, Value};
 
 use crate::template::Template;
 use panoptes_model::goregex::AnchoredRegex;
+use panoptes_model::Sym;
 
 /// What a rule does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -80,12 +80,12 @@ pub(crate) const DEFAULT_REPLACEMENT: &str = "$1";
 /// One compiled relabel rule.
 #[derive(Clone, Debug)]
 pub struct RelabelRule {
-    pub(crate) source_labels: Vec<Arc<str>>,
+    pub(crate) source_labels: Vec<Sym>,
     pub(crate) separator: String,
     pub(crate) regex: AnchoredRegex,
     pub(crate) modulus: u64,
     /// The target label as written (a template for `replace`).
-    pub(crate) target_label: Arc<str>,
+    pub(crate) target_label: Sym,
     pub(crate) target_template: Option<Template>,
     pub(crate) replacement: Template,
     pub(crate) action: Action,
@@ -374,7 +374,7 @@ pub fn compile_rule(item: &Value, path: &str) -> Result<RelabelRule, Vec<ConfigI
                 separator,
                 regex,
                 modulus,
-                target_label: Arc::from(target_label),
+                target_label: Sym::from(target_label),
                 target_template,
                 replacement: replacement_t,
                 action,
@@ -515,7 +515,7 @@ fn read_source_labels(
     obj: &Map<String, Value>,
     path: &str,
     issues: &mut Vec<ConfigIssue>,
-) -> Option<Vec<Arc<str>>> {
+) -> Option<Vec<Sym>> {
     match obj.get("source_labels") {
         None | Some(Value::Null) => Some(Vec::new()),
         Some(Value::Array(items)) => {
@@ -523,7 +523,7 @@ fn read_source_labels(
             let mut ok = true;
             for (i, v) in items.iter().enumerate() {
                 match v.as_str() {
-                    Some(s) if is_valid_label_name(s) => out.push(Arc::from(s)),
+                    Some(s) if is_valid_label_name(s) => out.push(Sym::from(s)),
                     Some(s) => {
                         ok = false;
                         issues.push(ConfigIssue::new(

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use hashbrown::HashTable;
 
 use panoptes_exposition::{Entry, FastEntry, Format, LabelPairs, Parser};
-use panoptes_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample};
+use panoptes_model::{stale_nan, Labels, LabelsBuilder, MetricMetadata, MetricType, Sample, Sym};
 use panoptes_relabel::{process, RelabelRule};
 use xxhash_rust::xxh3::xxh3_128;
 
@@ -585,17 +585,17 @@ fn meta<'m, 'b>(
 /// Shared copies of the strings a target's label sets use.
 #[derive(Default)]
 struct Interner {
-    set: HashSet<Arc<str>>,
+    set: HashSet<Sym>,
     /// Size after the last sweep: the next comes when the set doubles.
     swept_at: usize,
 }
 
 impl Interner {
-    fn get(&mut self, s: &str) -> Arc<str> {
+    fn get(&mut self, s: &str) -> Sym {
         if let Some(a) = self.set.get(s) {
             return a.clone();
         }
-        let a: Arc<str> = Arc::from(s);
+        let a = Sym::from(s);
         self.set.insert(a.clone());
         a
     }
@@ -604,7 +604,7 @@ impl Interner {
     /// invents values forever (ids, timestamps) does not grow the set.
     fn sweep(&mut self) {
         if self.set.len() > MIN_INTERNED_SWEEP.max(2 * self.swept_at) {
-            self.set.retain(|a| Arc::strong_count(a) > 1);
+            self.set.retain(|a| a.strong_count() > 1);
             self.swept_at = self.set.len();
         }
     }
@@ -630,10 +630,10 @@ fn new_series(
             }
         }
     } else {
-        let mut conflicts: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+        let mut conflicts: Vec<(Sym, Sym)> = Vec::new();
         for l in s.target_labels.iter() {
             if let Some(v) = b.get(&l.name).filter(|v| !v.is_empty()) {
-                conflicts.push((l.name.clone(), Arc::from(v)));
+                conflicts.push((l.name.clone(), Sym::from(v)));
             }
             b.set(l.name.clone(), l.value.clone());
         }
@@ -702,7 +702,7 @@ mod tests {
     fn interned_strings_are_shared_and_forgotten_once_unused() {
         let mut strings = Interner::default();
         let a = strings.get("GET");
-        assert!(Arc::ptr_eq(&a, &strings.get("GET")));
+        assert!(a.ptr_eq(&strings.get("GET")));
         // Values nobody holds any more are dropped at the next sweep past
         // the threshold; held ones stay shared.
         for i in 0..2 * MIN_INTERNED_SWEEP {
@@ -710,7 +710,7 @@ mod tests {
         }
         strings.sweep();
         assert_eq!(strings.set.len(), 1);
-        assert!(Arc::ptr_eq(&a, &strings.get("GET")));
+        assert!(a.ptr_eq(&strings.get("GET")));
     }
     use super::*;
 
