@@ -11,10 +11,9 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use memmap2::Mmap;
-use panoptes_model::{Label, Labels, Matcher};
+use panoptes_model::{Label, Labels, Matcher, Sym};
 use serde::{Deserialize, Serialize};
 
 use crate::bits::{put_bytes, put_uvarint, put_varint, DecodeError, Decoder};
@@ -186,7 +185,7 @@ pub struct BlockWriter {
     ulid: String,
     tmp: PathBuf,
     chunks: ChunkFileWriter,
-    sym_id: HashMap<Arc<str>, u64>,
+    sym_id: HashMap<Sym, u64>,
     index: Vec<u8>,
     series_off: u64,
     offsets: Vec<u64>,
@@ -203,13 +202,13 @@ impl BlockWriter {
     /// Starts a block whose series use (a subset of) these symbols.
     pub fn new(
         parent: &Path,
-        symbols: impl IntoIterator<Item = Arc<str>>,
+        symbols: impl IntoIterator<Item = Sym>,
     ) -> Result<BlockWriter, BlockError> {
         let ulid = ulid::Ulid::new().to_string();
         let tmp = parent.join(format!("{ulid}.tmp"));
         let chunks_dir = tmp.join("chunks");
         fs::create_dir_all(&chunks_dir).map_err(io_err(&chunks_dir))?;
-        let mut syms: Vec<Arc<str>> = symbols.into_iter().collect();
+        let mut syms: Vec<Sym> = symbols.into_iter().collect();
         syms.sort_unstable();
         syms.dedup();
         let mut index = Vec::with_capacity(1 << 16);
@@ -583,9 +582,9 @@ pub struct Block {
     index: Mmap,
     index_path: PathBuf,
     chunk_files: Vec<(PathBuf, Mmap)>,
-    symbols: Vec<Arc<str>>,
+    symbols: Vec<Sym>,
     /// name → sorted (value, offset of its postings list).
-    postings_table: HashMap<Arc<str>, Vec<(Arc<str>, u64)>>,
+    postings_table: HashMap<Sym, Vec<(Sym, u64)>>,
     series_offsets_off: usize,
     num_series: u32,
     tombstones: Vec<Tombstone>,
@@ -650,9 +649,9 @@ impl Block {
         let count = d.uvarint().map_err(decode_err(&index_path))?;
         let mut symbols = Vec::with_capacity(count.min(1 << 24) as usize);
         for _ in 0..count {
-            symbols.push(Arc::<str>::from(d.str().map_err(decode_err(&index_path))?));
+            symbols.push(Sym::from(d.str().map_err(decode_err(&index_path))?));
         }
-        let sym = |i: u64| -> Result<Arc<str>, BlockError> {
+        let sym = |i: u64| -> Result<Sym, BlockError> {
             symbols
                 .get(i as usize)
                 .cloned()
@@ -660,7 +659,7 @@ impl Block {
         };
         let mut d = Decoder::at(&index, postings_table_off);
         let count = d.uvarint().map_err(decode_err(&index_path))?;
-        let mut postings_table: HashMap<Arc<str>, Vec<(Arc<str>, u64)>> = HashMap::new();
+        let mut postings_table: HashMap<Sym, Vec<(Sym, u64)>> = HashMap::new();
         for _ in 0..count {
             let name = sym(d.uvarint().map_err(decode_err(&index_path))?)?;
             let value = sym(d.uvarint().map_err(decode_err(&index_path))?)?;
@@ -722,7 +721,7 @@ impl Block {
         self.meta.min_time <= maxt && self.meta.max_time > mint
     }
 
-    fn symbol(&self, i: u64) -> Result<Arc<str>, BlockError> {
+    fn symbol(&self, i: u64) -> Result<Sym, BlockError> {
         self.symbols
             .get(i as usize)
             .cloned()
@@ -949,7 +948,7 @@ impl Block {
     }
 
     /// The block's symbol table (every label name and value it uses).
-    pub fn symbols(&self) -> &[Arc<str>] {
+    pub fn symbols(&self) -> &[Sym] {
         &self.symbols
     }
 

@@ -14,7 +14,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use panoptes_model::{Labels, Matcher};
+use panoptes_model::{Labels, Matcher, Sym};
 
 use crate::chunk::{self, ChunkError, XorAppender, SAMPLES_PER_CHUNK};
 use crate::head_chunks::{DiskChunk, HeadChunkFiles};
@@ -379,17 +379,6 @@ impl DiskReads {
     }
 }
 
-/// Samples in the first chunk of series `r` in a block range (60 to 119):
-/// series created together, and all series at a block boundary, would
-/// otherwise fill and cut their chunks in step, so that every open chunk is
-/// nearly full at once (the head's memory peaks at twice its average) and
-/// every cut lands in one append. Later chunks hold 120 samples.
-fn first_chunk_len(r: u32) -> u16 {
-    let half = SAMPLES_PER_CHUNK / 2;
-    let mixed = (u64::from(r).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as u16;
-    half + mixed % half
-}
-
 /// Puts a closed chunk's bytes in the chunk files; if the disk refuses, in
 /// memory rather than lose it (the WAL has the samples too).
 fn store_chunk(files: &mut HeadChunkFiles, bytes: &[u8], maxt: i64) -> DiskChunk {
@@ -455,8 +444,8 @@ pub struct Head {
     by_hash: HashMap<u64, u32, IdentityHash>,
     /// Refs whose label hash collided with another live series' hash.
     collisions: HashMap<u64, Vec<u32>, IdentityHash>,
-    postings: HashMap<Arc<str>, HashMap<Arc<str>, Vec<u32>>>,
-    symbols: HashSet<Arc<str>, SymbolHash>,
+    postings: HashMap<Sym, HashMap<Sym, Vec<u32>>>,
+    symbols: HashSet<Sym, SymbolHash>,
     /// Samples older than this are refused (end of the newest block).
     min_valid_t: i64,
     max_t: i64,
@@ -599,7 +588,7 @@ impl Head {
         self.series.get(r as usize)?.as_deref()
     }
 
-    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+    fn intern(&mut self, s: &Sym) -> Sym {
         if let Some(x) = self.symbols.get(s) {
             return x.clone();
         }
@@ -729,14 +718,8 @@ impl Head {
                 let cut = match &s.open {
                     None => true,
                     Some(o) => {
-                        let n = o.app.count();
-                        let block = o.mint.div_euclid(range);
-                        n >= SAMPLES_PER_CHUNK
-                            || t.div_euclid(range) != block
-                            || (n >= first_chunk_len(r)
-                                && s.chunks
-                                    .last()
-                                    .is_none_or(|c| c.mint.div_euclid(range) != block))
+                        o.app.count() >= SAMPLES_PER_CHUNK
+                            || t.div_euclid(range) != o.mint.div_euclid(range)
                     }
                 };
                 if cut {
@@ -1073,7 +1056,7 @@ impl Head {
         // interning set itself is pruned here.
         for l in labels.iter() {
             for sym in [&l.name, &l.value] {
-                if Arc::strong_count(sym) <= 2 {
+                if sym.strong_count() <= 2 {
                     self.symbols.remove(sym);
                 }
             }
@@ -1387,38 +1370,6 @@ mod tests {
         assert_eq!(got[0].1.len(), 11);
         assert_eq!(got[0].1[0], (10_000, 10.0));
         assert_eq!(got[0].1[10], (20_000, 20.0));
-    }
-
-    #[test]
-    fn series_created_together_cut_their_first_chunks_at_different_times() {
-        let mut h = Head::new(7_200_000, 0);
-        let series: Vec<Labels> = (0..200).map(|i| lbl("up", &format!("j{i}"))).collect();
-        let mut closed_at_90 = 0;
-        for i in 0..250 {
-            for a in &series {
-                push(&mut h, a, i * 1000, i as f64);
-            }
-            if i == 90 {
-                closed_at_90 = h.stats().chunks - 200;
-            }
-        }
-        // First chunks hold 60 to 119 samples, so at sample 90 about half
-        // of the series have cut one; later chunks hold 120.
-        assert!((40..=160).contains(&closed_at_90), "{closed_at_90}");
-        for r in 0..200u32 {
-            let s = h.get(r).unwrap();
-            let first = s.chunks[0];
-            let n = (first.maxt() - first.mint) / 1000 + 1;
-            assert_eq!(n, i64::from(first_chunk_len(r)));
-            assert!(s.chunks[1..]
-                .iter()
-                .all(|c| (c.maxt() - c.mint) / 1000 + 1 == 120));
-        }
-        // Reads are whole whatever the cut points.
-        let got = h
-            .select(&[Matcher::equal("__name__", "up")], 0, 249_000)
-            .unwrap();
-        assert!(got.iter().all(|(_, v)| v.len() == 250));
     }
 
     #[test]

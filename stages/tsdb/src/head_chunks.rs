@@ -7,13 +7,18 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Size at which a new chunk file starts (offsets then fit in 32 bits).
 const FILE_SIZE: u64 = 128 << 20;
+
+/// Closed chunks are gathered in memory and written in pieces of this size:
+/// a `write` per chunk (one per series every 120 samples) costs more than
+/// the rest of cutting the chunk.
+const WRITE_BYTES: usize = 64 << 10;
 
 /// Where a closed chunk lives: a file and a range in it. 12 bytes, as the
 /// head keeps one per closed chunk of every series.
@@ -26,8 +31,9 @@ pub struct DiskChunk {
 
 /// What holds a chunk file's bytes.
 enum Backing {
-    /// A file in `chunks_head/`, read through the page cache.
-    Disk(Arc<File>),
+    /// A file in `chunks_head/`, read through the page cache; its last
+    /// bytes may still be in `pending`, not yet written.
+    Disk { file: Arc<File>, pending: Vec<u8> },
     /// Memory: for a head without a directory, and the fallback when the
     /// disk refuses a write (the WAL still has the samples).
     Mem(Vec<u8>),
@@ -38,6 +44,21 @@ struct ChunkFile {
     size: u64,
     /// Newest sample time of any chunk in the file, for truncation.
     maxt: i64,
+}
+
+impl ChunkFile {
+    /// Writes the pending bytes of a disk file, at their offset: after a
+    /// failed (possibly partial) write, the next attempt writes them again
+    /// in place.
+    fn flush(&mut self) -> io::Result<()> {
+        if let Backing::Disk { file, pending } = &mut self.backing {
+            if !pending.is_empty() {
+                file.write_all_at(pending, self.size - pending.len() as u64)?;
+                pending.clear();
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The open `chunks_head/` directory (or its in-memory stand-in).
@@ -109,7 +130,10 @@ impl HeadChunkFiles {
         self.files.insert(
             index,
             ChunkFile {
-                backing: Backing::Disk(Arc::new(file)),
+                backing: Backing::Disk {
+                    file: Arc::new(file),
+                    pending: Vec::new(),
+                },
                 size: 0,
                 maxt: i64::MIN,
             },
@@ -130,6 +154,9 @@ impl HeadChunkFiles {
             }
         }
         if disk {
+            if let Some(f) = current.and_then(|i| self.files.get_mut(&i)) {
+                f.flush()?;
+            }
             self.new_disk_file()
         } else {
             let i = self.new_id();
@@ -171,11 +198,25 @@ impl HeadChunkFiles {
             .ok_or_else(|| io::Error::other("current head chunk file missing"))?;
         let offset = cur.size as u32;
         match &mut cur.backing {
-            Backing::Disk(f) => (&**f).write_all(data)?,
+            Backing::Disk { pending, .. } => pending.extend_from_slice(data),
             Backing::Mem(v) => v.extend_from_slice(data),
         }
         cur.size += data.len() as u64;
         cur.maxt = cur.maxt.max(maxt);
+        let full =
+            matches!(&cur.backing, Backing::Disk { pending, .. } if pending.len() >= WRITE_BYTES);
+        if full {
+            if let Err(e) = cur.flush() {
+                // Not written: forget the chunk rather than hand out a
+                // location that reads garbage (the caller keeps it in
+                // memory instead).
+                cur.size -= data.len() as u64;
+                if let Backing::Disk { pending, .. } = &mut cur.backing {
+                    pending.truncate(pending.len() - data.len());
+                }
+                return Err(e);
+            }
+        }
         Ok(DiskChunk {
             file: i,
             offset,
@@ -190,9 +231,23 @@ impl HeadChunkFiles {
             .get(&c.file)
             .ok_or_else(|| io::Error::other(format!("head chunk file {} is gone", c.file)))?;
         match &f.backing {
-            Backing::Disk(file) => {
+            Backing::Disk { file, pending } => {
+                let start = u64::from(c.offset);
+                let end = start + u64::from(c.len);
+                let written = f.size - pending.len() as u64;
+                if end > f.size {
+                    return Err(io::Error::other("head chunk beyond its file"));
+                }
                 let mut buf = vec![0u8; c.len as usize];
-                file.read_exact_at(&mut buf, u64::from(c.offset))?;
+                let on_disk = (written.min(end).saturating_sub(start)) as usize;
+                if on_disk > 0 {
+                    file.read_exact_at(&mut buf[..on_disk], start)?;
+                }
+                let rest = buf.len() - on_disk;
+                if rest > 0 {
+                    let from = (start + on_disk as u64 - written) as usize;
+                    buf[on_disk..].copy_from_slice(&pending[from..from + rest]);
+                }
                 Ok(buf)
             }
             Backing::Mem(v) => v
@@ -217,7 +272,7 @@ impl HeadChunkFiles {
             let Some(f) = self.files.remove(&i) else {
                 continue;
             };
-            if let (Backing::Disk(_), Some(dir)) = (&f.backing, &self.dir) {
+            if let (Backing::Disk { .. }, Some(dir)) = (&f.backing, &self.dir) {
                 let p = dir.join(format!("{i:06}"));
                 if let Err(e) = fs::remove_file(&p) {
                     tracing::warn!(path = %p.display(), error = %e, "cannot remove head chunk file");
@@ -230,7 +285,7 @@ impl HeadChunkFiles {
     pub fn size(&self) -> u64 {
         self.files
             .values()
-            .filter(|f| matches!(f.backing, Backing::Disk(_)))
+            .filter(|f| matches!(f.backing, Backing::Disk { .. }))
             .map(|f| f.size)
             .sum()
     }
@@ -265,6 +320,38 @@ mod tests {
         drop(f);
         let f = HeadChunkFiles::open(&dir.path().join("chunks_head")).unwrap();
         assert!(f.read(&a).is_err());
+    }
+
+    #[test]
+    fn reads_span_written_and_pending_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut f = HeadChunkFiles::open(&dir.path().join("chunks_head")).unwrap();
+        // Enough chunks that some are written and the last are pending.
+        let chunks: Vec<(DiskChunk, Vec<u8>)> = (0..300u32)
+            .map(|i| {
+                let data: Vec<u8> = (0..(200 + i % 700)).map(|b| (b ^ i) as u8).collect();
+                (f.write(&data, i64::from(i)).unwrap(), data)
+            })
+            .collect();
+        assert!(
+            fs::metadata(dir.path().join("chunks_head/000001"))
+                .unwrap()
+                .len()
+                > 0
+        );
+        for (at, data) in &chunks {
+            assert_eq!(&f.read(at).unwrap(), data);
+        }
+        // A read across the boundary of written and pending bytes.
+        let (first, last) = (chunks[0].0, chunks[299].0);
+        let span = DiskChunk {
+            file: first.file,
+            offset: 0,
+            len: last.offset + last.len,
+        };
+        let all: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.clone()).collect();
+        assert_eq!(f.read(&span).unwrap(), all);
+        assert_eq!(f.size(), all.len() as u64);
     }
 
     #[test]
