@@ -473,7 +473,7 @@ impl Db {
                     if r.is_none() {
                         let h = head::label_hash(&s.labels, &mut app.hash_buf);
                         *r = head.lookup_key(&app.hash_buf, h);
-                        if r.is_some() {
+                        if r.is_some_and(|r| head.wants_labels(r)) {
                             adopt.push(i);
                         }
                     }

@@ -163,6 +163,9 @@ pub struct MemSeries {
     /// Whether `last_t`/`last_bits` is still a stored sample (a deletion
     /// may have removed it), so an instant read can answer from it.
     last_stored: bool,
+    /// Whether `labels` came with appended samples (creation by an append,
+    /// or adopted once after a WAL replay): see [`Head::wants_labels`].
+    shares_labels: bool,
 }
 
 impl MemSeries {
@@ -175,6 +178,7 @@ impl MemSeries {
             last_t: i64::MIN,
             last_bits: 0,
             last_stored: false,
+            shares_labels: false,
         }
     }
 
@@ -579,17 +583,26 @@ impl Head {
         s.labels.clone()
     }
 
+    /// Whether series `r` holds a label set of its own (read back from
+    /// the WAL) that [`Head::adopt_labels`] should swap for the one its
+    /// samples arrive with. Once only: a sender that builds new label sets
+    /// for every batch must not make every batch swap.
+    pub fn wants_labels(&self, r: u32) -> bool {
+        self.get(r).is_some_and(|s| !s.shares_labels)
+    }
+
     /// Makes series `r` keep `labels` (equal to its own) instead of its
-    /// current allocation, so that it shares the one its samples now
-    /// arrive with (after a WAL replay the head's label sets are its own).
+    /// current allocation, so that it shares the one its samples arrive
+    /// with (the scrape cache keeps it too).
     pub fn adopt_labels(&mut self, r: u32, labels: &Labels) {
         if let Some(s) = self
             .series
             .get_mut(r as usize)
             .and_then(|s| s.as_deref_mut())
         {
-            if s.labels == *labels {
+            if !s.shares_labels && s.labels == *labels {
                 s.labels = labels.clone();
+                s.shares_labels = true;
             }
         }
     }
@@ -657,7 +670,11 @@ impl Head {
         if (r as usize) >= self.series.len() {
             self.series.resize_with(r as usize + 1, || None);
         }
-        self.series[r as usize] = Some(Box::new(MemSeries::new(labels.clone())));
+        let mut series = MemSeries::new(labels.clone());
+        // Created by an append (no reference asked for): the labels are the
+        // sender's. A WAL replay's are the head's own until adopted.
+        series.shares_labels = want_ref.is_none();
+        self.series[r as usize] = Some(Box::new(series));
         self.live += 1;
         r
     }
@@ -1426,6 +1443,28 @@ mod tests {
             .select(&[Matcher::equal("job", "j5000")], 0, 249_000)
             .unwrap();
         assert_eq!(got[0].1.len(), 250);
+    }
+
+    #[test]
+    fn replayed_series_adopt_the_senders_labels_once() {
+        let mut h = Head::new(7_200_000, 0);
+        // As a WAL replay creates it: the head's own allocation.
+        let replayed = lbl("up", "a");
+        let r = h.create(&replayed, Some(0));
+        assert!(h.wants_labels(r));
+        let sent = lbl("up", "a");
+        assert!(!sent.same_allocation(&replayed));
+        h.adopt_labels(r, &sent);
+        assert!(h.series_labels_of(r).unwrap().same_allocation(&sent));
+        assert!(!h.wants_labels(r));
+        // Later batches with new allocations change nothing.
+        h.adopt_labels(r, &lbl("up", "a"));
+        assert!(h.series_labels_of(r).unwrap().same_allocation(&sent));
+        // A series created by an append keeps what it came with.
+        let appended = lbl("up", "b");
+        let r2 = h.create(&appended, None);
+        assert!(!h.wants_labels(r2));
+        assert!(h.series_labels_of(r2).unwrap().same_allocation(&appended));
     }
 
     #[test]
