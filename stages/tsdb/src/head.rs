@@ -536,12 +536,15 @@ impl Head {
         HeadStats {
             series: self.live as u64,
             chunks: self.chunk_count,
+            // Closed chunks kept in memory (no directory, or the disk
+            // refused them) count as the in-memory chunks they replaced did.
             bytes: self
                 .series
                 .iter()
                 .flatten()
                 .map(|s| s.heap_bytes() as u64)
-                .sum(),
+                .sum::<u64>()
+                + self.files.memory_bytes(),
             min_time: self.min_t,
             max_time: self.max_t,
         }
