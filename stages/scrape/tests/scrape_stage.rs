@@ -354,3 +354,130 @@ fn a_stopped_exporter_refuses_connections_and_is_down() {
         t.last_error
     );
 }
+
+#[test]
+fn redirects_are_followed_up_to_ten() {
+    // Ten hops (301, 302, 303, 307, 308, with relative Locations), all on
+    // the same host and port: the scrape succeeds and keeps its headers.
+    let h = Harness::start(json!({
+        "scrape_interval": "500ms", "scrape_timeout": "450ms",
+        "metrics_path": "/redirect/10",
+        "authorization": {"credentials": "s3cret"}
+    }));
+    *h.server.body.lock() = "redirected_total 1\n".into();
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    let err = h.targets.all()[0].1.targets()[0].last_error.clone();
+    assert_eq!(value(&b, "up"), Some(1.0), "{err}");
+    assert_eq!(value(&b, "redirected_total"), Some(1.0));
+    let hdrs = h.server.headers.lock().clone().unwrap();
+    assert_eq!(hdrs.get("authorization").unwrap(), "Bearer s3cret");
+    assert_eq!(
+        hdrs.get("accept").unwrap().to_str().unwrap(),
+        panoptes_exposition::SCRAPE_ACCEPT_HEADER
+    );
+    assert_eq!(
+        hdrs.get("x-prometheus-scrape-timeout-seconds").unwrap(),
+        "0.45"
+    );
+    assert_eq!(
+        hdrs.get("referer").unwrap().to_str().unwrap(),
+        format!("http://{}/redirect/1", h.addr)
+    );
+
+    // An eleventh hop is one too many.
+    let h = Harness::start(json!({
+        "scrape_interval": "500ms", "scrape_timeout": "450ms",
+        "metrics_path": "/redirect/11"
+    }));
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "up"), Some(0.0));
+    let t = &h.targets.all()[0].1.targets()[0];
+    assert_eq!(
+        t.last_error,
+        format!(
+            "Get \"http://{}/redirect/11\": stopped after 10 redirects",
+            h.addr
+        )
+    );
+}
+
+#[test]
+fn credentials_stay_behind_when_a_redirect_leaves_the_host() {
+    let h = Harness::start(json!({
+        "scrape_interval": "500ms", "scrape_timeout": "450ms",
+        "metrics_path": "/away",
+        "basic_auth": {"username": "u", "password": "p"}
+    }));
+    *h.server.body.lock() = "m 1\n".into();
+    // First to the same host and port: basic auth goes along.
+    *h.server.redirect_to.lock() = format!("http://{}/metrics", h.addr);
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "up"), Some(1.0));
+    let hdrs = h.server.headers.lock().take().unwrap();
+    assert_eq!(hdrs.get("authorization").unwrap(), "Basic dTpw");
+
+    // Then to another port: same IP, but another host:port for Go.
+    let other = h.spawn_second_server();
+    *h.server.redirect_to.lock() = format!("http://{other}/metrics");
+    let hdrs = loop {
+        let b = h.next_batch();
+        assert_eq!(value(&b, "up"), Some(1.0));
+        let hdrs = h.server.headers.lock().clone().unwrap();
+        if hdrs.get("host").unwrap().to_str().unwrap() == other {
+            break hdrs;
+        }
+    };
+    assert!(hdrs.get("authorization").is_none(), "{hdrs:?}");
+    assert_eq!(
+        hdrs.get("referer").unwrap().to_str().unwrap(),
+        format!("http://{}/away", h.addr)
+    );
+}
+
+#[test]
+fn a_1_mb_body_is_read_whole_through_the_capped_read_buffer() {
+    let mut body = String::new();
+    for i in 0..25_000 {
+        body.push_str(&format!(
+            "big_body_series{{i=\"{i:06}\",pad=\"xxxxxxxx\"}} {i}\n"
+        ));
+    }
+    assert!(body.len() > 1 << 20);
+    for path in ["/metrics", "/gz"] {
+        let h = Harness::start(json!({
+            "scrape_interval": "2s", "scrape_timeout": "1900ms", "metrics_path": path
+        }));
+        *h.server.body.lock() = body.clone();
+        h.set_targets(&[&h.addr]);
+        let b = h.next_batch();
+        let err = h.targets.all()[0].1.targets()[0].last_error.clone();
+        assert_eq!(value(&b, "up"), Some(1.0), "{path}: {err}");
+        assert_eq!(value(&b, "scrape_samples_scraped"), Some(25_000.0));
+        assert!(b
+            .samples
+            .iter()
+            .any(|s| s.labels.get("i") == Some("024999") && s.value == 24_999.0));
+    }
+}
+
+#[test]
+fn body_size_limit_counts_gzipped_bodies_decompressed() {
+    // 220 KB that compresses to about 1 KB.
+    let h = Harness::start(json!({
+        "scrape_interval": "500ms", "scrape_timeout": "450ms",
+        "metrics_path": "/gz", "body_size_limit": "64KB"
+    }));
+    *h.server.body.lock() = "compressible_series 1\n".repeat(10_000);
+    h.set_targets(&[&h.addr]);
+    let b = h.next_batch();
+    assert_eq!(value(&b, "up"), Some(0.0));
+    let t = &h.targets.all()[0].1.targets()[0];
+    assert_eq!(
+        t.last_error, "body size limit exceeded (limit: 65536 bytes)",
+        "{}",
+        t.last_error
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -32,6 +32,8 @@ pub struct ServerState {
     pub content_type: Mutex<Option<String>>,
     pub headers: Mutex<Option<HeaderMap>>,
     pub huge_bytes_sent: AtomicU64,
+    /// Where `/away` redirects to (an absolute URL).
+    pub redirect_to: Mutex<String>,
 }
 
 async fn metrics(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Response {
@@ -68,6 +70,34 @@ async fn gz(State(st): State<Arc<ServerState>>, headers: HeaderMap) -> Response 
         bytes,
     )
         .into_response()
+}
+
+/// A chain of `n` redirects ending at `/metrics`' answer: each hop points
+/// at the next with a path-relative `Location` and a different redirect
+/// status.
+async fn redirect(
+    State(st): State<Arc<ServerState>>,
+    Path(n): Path<u32>,
+    headers: HeaderMap,
+) -> Response {
+    if n == 0 {
+        return metrics(State(st), headers).await;
+    }
+    let codes = [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ];
+    let code = codes[n as usize % codes.len()];
+    (code, [("location", (n - 1).to_string())]).into_response()
+}
+
+/// A redirect to `ServerState::redirect_to`.
+async fn away(State(st): State<Arc<ServerState>>) -> Response {
+    let to = st.redirect_to.lock().clone();
+    (StatusCode::FOUND, [("location", to)]).into_response()
 }
 
 async fn slow() -> &'static str {
@@ -139,6 +169,8 @@ impl Harness {
             .route("/gz", get(gz))
             .route("/huge", get(huge))
             .route("/many", get(many))
+            .route("/redirect/{n}", get(redirect))
+            .route("/away", get(away))
             .with_state(server.clone());
         let listener = rt
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -293,6 +325,25 @@ impl Harness {
             tcp,
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
         };
+        self._rt.spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        addr
+    }
+}
+
+impl Harness {
+    /// Serves `/metrics` in the clear on another port of 127.0.0.1, with
+    /// the same state; returns the address.
+    pub fn spawn_second_server(&self) -> String {
+        let app = Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self.server.clone());
+        let listener = self
+            ._rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
         self._rt.spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
