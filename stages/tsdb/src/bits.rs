@@ -34,6 +34,11 @@ impl BitWriter {
         &self.buf
     }
 
+    /// Bytes of buffer allocated (written or not).
+    pub fn capacity(&self) -> usize {
+        self.buf.capacity()
+    }
+
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         &mut self.buf
     }
@@ -46,21 +51,29 @@ impl BitWriter {
         self.buf.shrink_to_fit();
     }
 
-    /// Free bytes left before the buffer must grow.
-    pub fn spare_capacity(&self) -> usize {
-        self.buf.capacity() - self.buf.len()
+    /// Starts a new byte, growing the buffer by a quarter (at least 16
+    /// bytes) when it is full rather than doubling it: an open chunk per
+    /// series is the head's largest cost, and a doubled buffer would carry
+    /// up to its size again unused until the chunk is cut.
+    #[inline]
+    fn push_byte(&mut self) {
+        if self.buf.len() == self.buf.capacity() {
+            self.grow();
+        }
+        self.buf.push(0);
+        self.free = 8;
     }
 
-    /// Grows the buffer by exactly `additional` bytes of capacity.
-    pub fn reserve_exact(&mut self, additional: usize) {
-        self.buf.reserve_exact(additional);
+    #[cold]
+    fn grow(&mut self) {
+        let len = self.buf.len();
+        self.buf.reserve_exact((len / 4).max(16));
     }
 
     #[inline]
     pub fn write_bit(&mut self, bit: bool) {
         if self.free == 0 {
-            self.buf.push(0);
-            self.free = 8;
+            self.push_byte();
         }
         if bit {
             let last = self.buf.len() - 1;
@@ -75,8 +88,7 @@ impl BitWriter {
         debug_assert!(n <= 64);
         while n > 0 {
             if self.free == 0 {
-                self.buf.push(0);
-                self.free = 8;
+                self.push_byte();
             }
             let take = n.min(self.free);
             // The `take` bits of v just below bit position n.

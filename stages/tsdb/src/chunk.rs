@@ -73,6 +73,11 @@ impl XorAppender {
         }
     }
 
+    /// The newest sample's timestamp (meaningless before the first).
+    pub fn last_t(&self) -> i64 {
+        self.t
+    }
+
     /// Number of samples in the chunk.
     pub fn count(&self) -> u16 {
         self.count
@@ -115,14 +120,8 @@ impl XorAppender {
     }
 
     pub fn append(&mut self, t: i64, v: f64) {
-        // One sample takes at most 19 bytes. Grow by a quarter rather than
-        // doubling: an open chunk per series is the head's largest cost,
-        // and a doubled buffer would carry up to its size again unused
-        // until the chunk is cut (a few reallocations per chunk are cheap).
-        if self.w.spare_capacity() < 20 {
-            let len = self.w.bytes().len();
-            self.w.reserve_exact((len / 4).max(24));
-        }
+        // The buffer grows by a quarter when full (see `BitWriter`), so an
+        // open chunk keeps little unused capacity.
         let bits = v.to_bits();
         match self.count {
             0 => {
@@ -475,6 +474,27 @@ mod tests {
         assert_round_trip(&samples);
         // Constant interval: one bit per timestamp; small value deltas.
         assert!(bytes.len() < 120 * 3, "chunk is {} bytes", bytes.len());
+    }
+
+    #[test]
+    fn an_open_chunk_grows_a_quarter_at_a_time() {
+        let mut app = XorAppender::with_capacity(48);
+        let mut worst = 0.0f64;
+        for i in 0..120i64 {
+            // Jittered timestamps and a random-looking walk: several
+            // bytes per sample, many reallocations.
+            let v = ((i * 7919) % 1013) as f64 * 0.37 + i as f64;
+            app.append(1_700_000_000_000 + i * 1000 + (i * 31) % 11, v);
+            let (len, cap) = (app.w.bytes().len(), app.w.capacity());
+            assert!(cap >= len);
+            if len > 64 {
+                worst = worst.max(cap as f64 / len as f64);
+            }
+        }
+        assert!(
+            worst <= 1.26,
+            "capacity reached {worst:.2}x the bytes written"
+        );
     }
 
     #[test]
