@@ -58,8 +58,21 @@ pub fn intersect(a: &[u32], b: &[u32]) -> Vec<u32> {
     // Galloping pays off when one side is much shorter (a selective matcher
     // against a broad one).
     if small.len() * 16 < large.len() {
+        let (Some(&first), Some(&last)) = (large.first(), large.last()) else {
+            return out;
+        };
         let mut lo = 0;
         for &x in small {
+            // Series created together have neighbouring ids, so a broad
+            // list (one target's series) often spans a narrow id range and
+            // most of a short list (one metric over all targets) lies
+            // outside it: those need no search.
+            if x < first {
+                continue;
+            }
+            if x > last {
+                break;
+            }
             match large[lo..].binary_search(&x) {
                 Ok(i) => {
                     out.push(x);
@@ -227,6 +240,32 @@ mod tests {
         assert_eq!(intersect(&[1, 3, 5, 7], &[3, 4, 5]), vec![3, 5]);
         let big: Vec<u32> = (0..1000).collect();
         assert_eq!(intersect(&[5, 999, 2000], &big), vec![5, 999]);
+        let middle: Vec<u32> = (1000..2000).collect();
+        assert_eq!(
+            intersect(&[1, 2, 1000, 1500, 1999, 2000, 5000], &middle),
+            vec![1000, 1500, 1999]
+        );
+        assert_eq!(intersect(&[1, 2], &[]), Vec::<u32>::new());
+        // Against a naive intersection, lists of many shapes.
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as u32
+        };
+        for round in 0..200 {
+            let span = 10 + round * 50;
+            let mut a: Vec<u32> = (0..(round % 7 + 1)).map(|_| next() % (span * 2)).collect();
+            let mut b: Vec<u32> = (0..span).map(|_| span / 2 + next() % span).collect();
+            a.sort_unstable();
+            a.dedup();
+            b.sort_unstable();
+            b.dedup();
+            let naive: Vec<u32> = a.iter().copied().filter(|x| b.contains(x)).collect();
+            assert_eq!(intersect(&a, &b), naive);
+            assert_eq!(intersect(&b, &a), naive);
+        }
         assert_eq!(subtract(&[1, 2, 3, 4], &[2, 4, 6]), vec![1, 3]);
         assert_eq!(
             union(vec![vec![1, 5], vec![2, 5, 9], vec![]]),
