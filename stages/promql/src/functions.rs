@@ -855,6 +855,7 @@ impl<'a> Evaluator<'a> {
                 && params
                     .iter()
                     .all(|p| p.windows(2).all(|w| w[0].to_bits() == w[1].to_bits()));
+            let sees_past_window = arg.anchored || arg.smoothed;
             for s in &arg.series {
                 self.check_deadline()?;
                 let mut points = Vec::new();
@@ -881,6 +882,12 @@ impl<'a> Evaluator<'a> {
                     }
                     while lo < hi && pts[lo].0 <= start {
                         lo += 1;
+                    }
+                    // An empty window has no value, unless the modifier
+                    // looks past it: a long range over a short-lived series
+                    // is mostly such steps.
+                    if lo == hi && !sees_past_window {
+                        continue;
                     }
                     for (k, p) in params.iter().enumerate() {
                         pv[k] = p[i];
