@@ -200,6 +200,23 @@ impl MemSeries {
             .then(|| (self.last_t, f64::from_bits(self.last_bits)))
     }
 
+    /// Where an instant read of `[mint, maxt]` must start decoding: the
+    /// newest sample at or before `maxt` is in the newest chunk that starts
+    /// by `maxt`, so when that chunk starts inside the window, older chunks
+    /// (and older out-of-order samples) cannot hold it.
+    fn latest_read_start(&self, mint: i64, maxt: i64) -> i64 {
+        let start = match &self.open {
+            Some(o) if o.mint <= maxt => Some(o.mint),
+            _ => self
+                .chunks
+                .iter()
+                .rev()
+                .find(|c| c.mint <= maxt)
+                .map(|c| c.mint),
+        };
+        start.map_or(mint, |s| s.max(mint))
+    }
+
     fn min_time(&self) -> Option<i64> {
         let a = self
             .chunks
@@ -943,14 +960,23 @@ impl Head {
                 None
             }
         };
+        // An instant read decodes only the chunk its answer is in.
+        let read_start = |s: &MemSeries| {
+            if latest_only {
+                s.latest_read_start(mint, maxt)
+            } else {
+                mint
+            }
+        };
         // Closed chunks on disk are read in few large reads rather than one
         // `pread` each: chunks that filled up together sit side by side.
         let disk = DiskReads::read(
             &self.files,
             series.iter().filter(|s| latest(s).is_none()).flat_map(|s| {
+                let from = read_start(s);
                 s.chunks
                     .iter()
-                    .filter(move |c| c.maxt() >= mint && c.mint <= maxt)
+                    .filter(move |c| c.maxt() >= from && c.mint <= maxt)
                     .map(|c| c.at)
             }),
         )?;
@@ -960,7 +986,8 @@ impl Head {
                 out.push((s.labels.clone(), vec![sample]));
                 continue;
             }
-            let mut samples = s.samples_with(mint, maxt, |c| disk.get(&c.at).map(Cow::Borrowed))?;
+            let from = read_start(s);
+            let mut samples = s.samples_with(from, maxt, |c| disk.get(&c.at).map(Cow::Borrowed))?;
             if latest_only {
                 panoptes_model::keep_latest(&mut samples);
             }
