@@ -336,13 +336,14 @@ impl<S: Send + Sync> FromRequest<S> for Params {
                 .get(header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+        if !is_form {
+            // Only a form body holds parameters; anything else is left unread.
+            return Ok(Params::parse(query.as_deref(), None));
+        }
         let body = Bytes::from_request(req, state)
             .await
             .map_err(|e| ApiError::bad_data(format!("cannot read the request body: {e}")))?;
-        Ok(Params::parse(
-            query.as_deref(),
-            is_form.then_some(&body[..]),
-        ))
+        Ok(Params::parse(query.as_deref(), Some(&body[..])))
     }
 }
 
