@@ -8,7 +8,7 @@
 //! keeps the label set its samples arrive with (the scrape cache holds the
 //! same allocation), and the postings' label strings are interned so that a
 //! million series sharing `job="node"` index one copy of it. Closed chunks
-//! live in `chunks_head/` files; a series keeps 24 bytes per closed chunk.
+//! live in `chunks_head/` files; a series keeps 20 bytes per closed chunk.
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -116,27 +116,52 @@ impl HeadChunk {
 }
 
 /// A closed chunk of a series as the series keeps it: its time range and
-/// where its bytes are. 24 bytes: a series gains one every 120 samples and
-/// keeps them until the block cut.
+/// where its bytes are. 20 bytes (4-byte aligned: `mint` is kept in two
+/// halves): a series gains one every 120 samples and keeps them until the
+/// block cut.
 #[derive(Clone, Copy, Debug)]
 struct ChunkRef {
-    mint: i64,
+    mint_lo: u32,
+    mint_hi: i32,
     /// `maxt - mint`: a chunk never spans a block range, which is bounded.
     maxt_delta: u32,
-    at: DiskChunk,
+    /// The chunk's file: [`HeadChunkFiles`] numbers them within 16 bits.
+    file: u16,
+    /// A chunk of at most 120 samples is at most ~2.3 KB.
+    len: u16,
+    offset: u32,
 }
+
+/// The largest chunk: a 2-byte count, the first sample (a 10-byte varint
+/// time and 8 bytes of value), then at most 19 bytes a sample.
+const _: () = assert!(2 + 18 + 19 * SAMPLES_PER_CHUNK as usize <= u16::MAX as usize);
 
 impl ChunkRef {
     fn new(mint: i64, maxt: i64, at: DiskChunk) -> Self {
         ChunkRef {
-            mint,
+            mint_lo: mint as u32,
+            mint_hi: (mint >> 32) as i32,
             maxt_delta: u32::try_from(maxt.saturating_sub(mint)).unwrap_or(u32::MAX),
-            at,
+            file: u16::try_from(at.file).expect("head chunk files are numbered within 16 bits"),
+            len: u16::try_from(at.len).expect("a head chunk is at most a few KB"),
+            offset: at.offset,
+        }
+    }
+
+    fn mint(&self) -> i64 {
+        (i64::from(self.mint_hi) << 32) | i64::from(self.mint_lo)
+    }
+
+    fn at(&self) -> DiskChunk {
+        DiskChunk {
+            file: u32::from(self.file),
+            offset: self.offset,
+            len: u32::from(self.len),
         }
     }
 
     fn maxt(&self) -> i64 {
-        self.mint.saturating_add(i64::from(self.maxt_delta))
+        self.mint().saturating_add(i64::from(self.maxt_delta))
     }
 }
 
@@ -211,8 +236,8 @@ impl MemSeries {
                 .chunks
                 .iter()
                 .rev()
-                .find(|c| c.mint <= maxt)
-                .map(|c| c.mint),
+                .find(|c| c.mint() <= maxt)
+                .map(|c| c.mint()),
         };
         start.map_or(mint, |s| s.max(mint))
     }
@@ -221,7 +246,7 @@ impl MemSeries {
         let a = self
             .chunks
             .first()
-            .map(|c| c.mint)
+            .map(|c| c.mint())
             .or(self.open.as_ref().map(|o| o.mint));
         let b = self.ooo.first().map(|s| s.0);
         match (a, b) {
@@ -256,7 +281,7 @@ impl MemSeries {
     ) -> Result<Vec<(i64, f64)>, ChunkError> {
         self.samples_with(mint, maxt, |c| {
             files
-                .read(&c.at)
+                .read(&c.at())
                 .map(Cow::Owned)
                 .map_err(|e| ChunkError::Io(e.to_string()))
         })
@@ -274,8 +299,8 @@ impl MemSeries {
         // the vector is not regrown while decoding.
         let mut estimate = 0usize;
         for c in &self.chunks {
-            if c.maxt() >= mint && c.mint <= maxt {
-                estimate += share(c.mint, c.maxt(), SAMPLES_PER_CHUNK as usize, mint, maxt);
+            if c.maxt() >= mint && c.mint() <= maxt {
+                estimate += share(c.mint(), c.maxt(), SAMPLES_PER_CHUNK as usize, mint, maxt);
             }
         }
         if let Some(o) = &self.open {
@@ -287,7 +312,7 @@ impl MemSeries {
         let hi = self.ooo.partition_point(|s| s.0 <= maxt);
         let mut out = Vec::with_capacity(estimate);
         for c in &self.chunks {
-            if c.maxt() >= mint && c.mint <= maxt {
+            if c.maxt() >= mint && c.mint() <= maxt {
                 chunk::decode_range(&bytes_of(c)?, mint, maxt, &mut out)?;
             }
         }
@@ -435,11 +460,14 @@ fn store_chunk(files: &mut HeadChunkFiles, bytes: &[u8], maxt: i64) -> DiskChunk
     })
 }
 
-/// Appends to a series' chunk list, growing it by a quarter rather than
-/// doubling (every series has one, and it only grows until the block cut).
+/// Appends to a series' chunk list, growing it one entry at a time while
+/// it is short (an allocation per two minutes of a series; a spare entry
+/// would often push the list into the next allocator size class), then by a
+/// quarter (every series has one, and it only grows until the block cut).
 fn push_chunk(chunks: &mut ThinVec<ChunkRef>, c: ChunkRef) {
     if chunks.len() == chunks.capacity() {
-        chunks.reserve_exact((chunks.len() / 4).max(2));
+        let len = chunks.len();
+        chunks.reserve_exact(if len < 8 { 1 } else { len / 4 });
     }
     chunks.push(c);
 }
@@ -791,7 +819,7 @@ impl Head {
                             || (n == first_chunk_len(r)
                                 && s.chunks
                                     .last()
-                                    .is_none_or(|c| c.mint.div_euclid(range) != block))
+                                    .is_none_or(|c| c.mint().div_euclid(range) != block))
                     }
                 };
                 if cut {
@@ -976,8 +1004,8 @@ impl Head {
                 let from = read_start(s);
                 s.chunks
                     .iter()
-                    .filter(move |c| c.maxt() >= from && c.mint <= maxt)
-                    .map(|c| c.at)
+                    .filter(move |c| c.maxt() >= from && c.mint() <= maxt)
+                    .map(|c| c.at())
             }),
         )?;
         out.reserve(series.len());
@@ -987,7 +1015,8 @@ impl Head {
                 continue;
             }
             let from = read_start(s);
-            let mut samples = s.samples_with(from, maxt, |c| disk.get(&c.at).map(Cow::Borrowed))?;
+            let mut samples =
+                s.samples_with(from, maxt, |c| disk.get(&c.at()).map(Cow::Borrowed))?;
             if latest_only {
                 panoptes_model::keep_latest(&mut samples);
             }
@@ -1029,11 +1058,11 @@ impl Head {
                 chunks = encode_chunks(&samples);
             } else {
                 for c in &s.chunks {
-                    if c.mint >= mint && c.maxt() < maxt {
+                    if c.mint() >= mint && c.maxt() < maxt {
                         chunks.push(HeadChunk {
-                            mint: c.mint,
+                            mint: c.mint(),
                             maxt: c.maxt(),
-                            data: ChunkData::Disk(c.at),
+                            data: ChunkData::Disk(c.at()),
                         });
                     }
                 }
@@ -1369,6 +1398,7 @@ mod tests {
     /// allocator's 128-byte size class (it took 192 at 168 bytes).
     #[test]
     fn a_series_fits_in_128_bytes() {
+        assert_eq!(std::mem::size_of::<ChunkRef>(), 20);
         assert!(
             std::mem::size_of::<MemSeries>() <= 128,
             "MemSeries is {} bytes",
@@ -1484,11 +1514,11 @@ mod tests {
         for r in [0, 1023, 1024, 5000, n - 1] {
             let s = h.get(r).unwrap();
             let first = s.chunks[0];
-            let len = (first.maxt() - first.mint) / 1000 + 1;
+            let len = (first.maxt() - first.mint()) / 1000 + 1;
             assert_eq!(len, i64::from(first_chunk_len(r)));
             assert!(s.chunks[1..]
                 .iter()
-                .all(|c| (c.maxt() - c.mint) / 1000 + 1 == 120));
+                .all(|c| (c.maxt() - c.mint()) / 1000 + 1 == 120));
         }
         let got = h
             .select(&[Matcher::equal("job", "j5000")], 0, 249_000)

@@ -108,10 +108,17 @@ impl HeadChunkFiles {
         }
     }
 
+    /// A number for a new file, within 16 bits (a series keeps its closed
+    /// chunks' file numbers in two bytes), skipping numbers still in use
+    /// after it wraps.
     fn new_id(&mut self) -> u32 {
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        id
+        loop {
+            let id = self.next_id;
+            self.next_id = if id >= u32::from(u16::MAX) { 1 } else { id + 1 };
+            if !self.files.contains_key(&id) {
+                return id;
+            }
+        }
     }
 
     fn new_disk_file(&mut self) -> io::Result<u32> {
@@ -352,6 +359,18 @@ mod tests {
         let all: Vec<u8> = chunks.iter().flat_map(|(_, d)| d.clone()).collect();
         assert_eq!(f.read(&span).unwrap(), all);
         assert_eq!(f.size(), all.len() as u64);
+    }
+
+    #[test]
+    fn file_numbers_wrap_within_16_bits_past_those_in_use() {
+        let mut m = HeadChunkFiles::in_memory();
+        let a = m.write(b"abc", 5).unwrap();
+        assert_eq!(a.file, 1);
+        m.next_id = u32::from(u16::MAX);
+        assert_eq!(m.new_id(), u32::from(u16::MAX));
+        // 1 holds `a`: the numbering goes on at 2.
+        assert_eq!(m.new_id(), 2);
+        assert_eq!(m.read(&a).unwrap(), b"abc");
     }
 
     #[test]
