@@ -92,9 +92,9 @@ struct CacheEntry {
 /// texts can share one (`a{x=""}` and `a`): duplicates and staleness are
 /// per output series.
 struct OutputSeries {
+    /// Its `stable_hash()` is the key of the dedup map, recomputed when the
+    /// map grows or the slot is freed rather than kept (100k series × 8 B).
     labels: Labels,
-    /// `labels.stable_hash()`, the key of the dedup map.
-    hash: u64,
     /// Last scrape that emitted it (duplicate detection).
     last_seen: u32,
     /// Last successful scrape that emitted it with staleness tracking.
@@ -432,10 +432,7 @@ impl SeriesCache {
         // slots of their own: the table compares the labels too.
         let found = self
             .out_index
-            .find(hash, |&slot| {
-                let o = &outputs[slot as usize];
-                o.hash == hash && o.labels == labels
-            })
+            .find(hash, |&slot| outputs[slot as usize].labels == labels)
             .copied();
         if let Some(slot) = found {
             self.outputs[slot as usize].refs += 1;
@@ -443,7 +440,6 @@ impl SeriesCache {
         }
         let o = OutputSeries {
             labels,
-            hash,
             last_seen: 0,
             emitted: 0,
             current: 0,
@@ -461,7 +457,7 @@ impl SeriesCache {
         };
         let outputs = &self.outputs;
         self.out_index
-            .insert_unique(hash, slot, |&s| outputs[s as usize].hash);
+            .insert_unique(hash, slot, |&s| outputs[s as usize].labels.stable_hash());
         slot
     }
 
@@ -560,8 +556,8 @@ impl SeriesCache {
         if o.refs > 0 {
             return;
         }
+        let hash = o.labels.stable_hash();
         o.labels = Labels::empty();
-        let hash = o.hash;
         if let Ok(found) = self.out_index.find_entry(hash, |&s| s == slot) {
             found.remove();
         }
