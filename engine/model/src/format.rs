@@ -74,27 +74,37 @@ pub fn write_float(out: &mut String, v: f64) {
 /// `FormatFloat(v, 'f', -1, 64)`, switching to `'e'` below 1e-6 and from
 /// 1e21 (as its JSON encoder does), and `NaN`, `+Inf`, `-Inf`.
 pub fn format_api_float(v: f64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_api_float(&mut out, v);
+    // Only ASCII digits, signs, '.', 'e', "NaN" and "Inf" are written.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_api_float`] appended to a byte buffer, without a temporary
+/// string in the common case (a query answer writes one per point).
+pub fn write_api_float(out: &mut Vec<u8>, v: f64) {
+    use std::io::Write as _;
     if v.is_nan() {
-        return "NaN".into();
-    }
-    if v.is_infinite() {
-        return if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-    }
-    let abs = v.abs();
-    if abs != 0.0 && !(1e-6..1e21).contains(&abs) {
+        out.extend_from_slice(b"NaN");
+    } else if v.is_infinite() {
+        out.extend_from_slice(if v > 0.0 { b"+Inf" } else { b"-Inf" });
+    } else if v != 0.0 && !(1e-6..1e21).contains(&v.abs()) {
         // Go's 'e' with precision -1: shortest digits, two-digit exponent.
         let sci = format!("{v:e}");
         let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
         let exp: i32 = exp.parse().unwrap_or(0);
-        return format!("{mant}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
+        // Writing into a Vec cannot fail.
+        let _ = write!(
+            out,
+            "{mant}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        );
+    } else {
+        // Rust's Display prints the shortest round-tripping digits and never
+        // an exponent: Go's 'f' with precision -1.
+        let _ = write!(out, "{v}");
     }
-    // Rust's Display prints the shortest round-tripping digits and never an
-    // exponent: Go's 'f' with precision -1.
-    format!("{v}")
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ pub use duration::{
     format_duration_ms, parse_duration, parse_duration_ms, DurationError, PromDuration,
     DURATION_PATTERN,
 };
-pub use format::{format_api_float, format_float, write_float};
+pub use format::{format_api_float, format_float, write_api_float, write_float};
 pub use labels::{escape_label_value, Label, Labels, LabelsBuilder, Sym, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher, MatcherError};
 pub use sample::{

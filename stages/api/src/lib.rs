@@ -402,9 +402,8 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let _ = serde_json::to_writer(&mut *out, s);
 }
 
-/// Writes `[time, "value"]` as Prometheus does. The common cases (whole
-/// seconds, a value Go prints without an exponent) are written in place:
-/// two small strings per point were most of a short answer's cost.
+/// Writes `[time, "value"]` as Prometheus does, whole-second times and the
+/// value straight into the buffer (a query answer writes one per point).
 fn write_point(out: &mut Vec<u8>, t: i64, v: f64) {
     use std::io::Write as _;
     out.push(b'[');
@@ -414,13 +413,8 @@ fn write_point(out: &mut Vec<u8>, t: i64, v: f64) {
         let _ = serde_json::to_writer(&mut *out, &json_time(t));
     }
     out.extend_from_slice(b",\"");
-    if v == 0.0 || (v.is_finite() && (1e-6..1e21).contains(&v.abs())) {
-        // What `json_value` gives here (Rust's shortest round-trip digits,
-        // no exponent), with nothing to escape.
-        let _ = write!(out, "{v}");
-    } else {
-        out.extend_from_slice(json_value(v).as_bytes());
-    }
+    // Digits, signs, '.', 'e', "NaN" or "Inf": nothing to escape.
+    panoptes_model::write_api_float(out, v);
     out.extend_from_slice(b"\"]");
 }
 
