@@ -100,12 +100,19 @@ pub fn write_api_float(out: &mut Vec<u8>, v: f64) {
             if exp < 0 { '-' } else { '+' },
             exp.abs()
         );
+    } else if v != 0.0 && v.fract() == 0.0 && v.abs() < INTEGRAL_EXACT {
+        // Whole numbers (counters, byte counts) print as the integer they
+        // are, which is what Go prints too; itoa skips the float formatter.
+        out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
     } else {
         // Rust's Display prints the shortest round-tripping digits and never
         // an exponent: Go's 'f' with precision -1.
         let _ = write!(out, "{v}");
     }
 }
+
+/// Below 2^53 every whole f64 converts to i64 and back exactly.
+const INTEGRAL_EXACT: f64 = 9_007_199_254_740_992.0;
 
 #[cfg(test)]
 mod tests {
@@ -122,6 +129,23 @@ mod tests {
         assert_eq!(a(123456789012345680000.0), "123456789012345680000");
         assert_eq!(a(-0.0), "-0");
         assert_eq!(a(f64::INFINITY), "+Inf");
+        // Whole numbers take the integer path; compare with Display around
+        // its edges.
+        for v in [
+            1.0,
+            -1.0,
+            16_530_186_240.0,
+            -9_007_199_254_740_991.0,
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            1e20,
+            0.5,
+            -0.0,
+            0.0,
+        ] {
+            assert_eq!(a(v), format!("{v}"), "{v}");
+        }
     }
 
     #[test]

@@ -405,10 +405,9 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 /// Writes `[time, "value"]` as Prometheus does, whole-second times and the
 /// value straight into the buffer (a query answer writes one per point).
 fn write_point(out: &mut Vec<u8>, t: i64, v: f64) {
-    use std::io::Write as _;
     out.push(b'[');
     if t % 1000 == 0 {
-        let _ = write!(out, "{}", t / 1000);
+        out.extend_from_slice(itoa::Buffer::new().format(t / 1000).as_bytes());
     } else {
         let _ = serde_json::to_writer(&mut *out, &json_time(t));
     }
