@@ -6,6 +6,7 @@ mod logging;
 mod registry;
 mod replay;
 mod schema_check;
+mod serve;
 mod tsdb_cmd;
 
 use std::io::{BufRead, BufReader};
@@ -529,15 +530,13 @@ fn run(opts: RunOptions) -> anyhow::Result<ExitCode> {
     tracing::info!(listen = %listen, pipeline = %file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "<default>".into()), "Panoptes is running");
 
     let router = sup.router();
-    let mut stop_http = sup.shutdown_requested();
-    rt.spawn(async move {
-        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stop_http.wait_for(|v| *v).await;
-        });
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
+    let stop_http = sup.shutdown_requested();
+    rt.spawn(serve::serve(
+        listener,
+        router,
+        stop_http,
+        serve::CONNECTION_THREADS,
+    ));
 
     #[cfg(unix)]
     {
