@@ -6,13 +6,15 @@
 //! hyper-util's async server on the runtime, as every connection used to be.
 //!
 //! Why a thread per connection: a request on a keep-alive connection then
-//! wakes the one thread that reads the socket, straight from the kernel. On
-//! the async server the reactor thread wakes first and then runs (or hands
-//! over) the connection's task, and that hop was ~4 µs of server CPU and
-//! 5–10 µs of latency on a small query (bench/RESULTS.md, seventh session):
-//! a tenth of `up{instance="…"}`. Dashboards and scrapers hold a handful of
-//! connections, so a thread each is cheap; the limit keeps a flood of
-//! clients on the async path.
+//! wakes the one thread that reads the socket, straight from the kernel, and
+//! the handler (an instant query too, heavy or not) runs on that thread. On
+//! the async server the reactor wakes a worker, which runs the connection's
+//! task, and heavy queries hand the worker's place over with
+//! `block_in_place`. For a one-series query that was 6–8 µs more server CPU
+//! and 4–10 µs more latency, and after heavy queries the small ones stayed
+//! slow for longer (bench/RESULTS.md, seventh session). Dashboards and
+//! scrapers hold a handful of connections, so a thread each is cheap; the
+//! limit keeps a flood of clients on the async path.
 //!
 //! HTTP stays hyper's and routing stays axum's; only the socket under hyper
 //! blocks. That is sound because hyper reads a connection only when it needs
