@@ -404,6 +404,11 @@ impl Engine {
     }
 
     /// Status of every stage.
+    /// Whether every running stage reports itself ready.
+    pub fn all_ready(&self) -> bool {
+        self.running.values().all(|e| e.running.ready())
+    }
+
     pub fn status(&self) -> Vec<StageStatus> {
         let mut out = Vec::new();
         for (id, st) in &self.pipeline.stages {

@@ -227,6 +227,14 @@ pub trait RunningStage: Send {
         StageHealth::healthy()
     }
 
+    /// Whether the stage has finished starting and serves what it offers
+    /// (a store: its database is open and queryable). `/-/ready` answers
+    /// 503 until every running stage is, as Prometheus's does while its
+    /// TSDB replays the WAL. Default: ready once started.
+    fn ready(&self) -> bool {
+        true
+    }
+
     /// Stops the stage: stop taking new work, flush what is in flight to the
     /// outputs / disk, release ports. Blocks until done.
     fn stop(self: Box<Self>);

@@ -558,7 +558,7 @@ async fn metrics_handler(State(s): Sup) -> Response {
 }
 
 async fn ready_handler(State(s): Sup) -> Response {
-    if s.ready.load(Ordering::SeqCst) {
+    if s.ready.load(Ordering::SeqCst) && s.with_engine(Engine::all_ready) {
         "Panoptes is Ready.\n".into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n").into_response()

@@ -382,6 +382,11 @@ impl RunningStage for RunningStore {
         self.health.lock().clone()
     }
 
+    /// Ready once the database is open and registered for queries.
+    fn ready(&self) -> bool {
+        self.stores.get(&self.id).is_some()
+    }
+
     fn stop(mut self: Box<Self>) {
         let _ = self.stop.send(());
         if let Some(t) = self.thread.take() {

@@ -231,3 +231,28 @@ fn rejected_samples_are_counted_by_reason() {
         ]
     );
 }
+
+#[test]
+fn ready_only_once_the_database_is_open_for_queries() {
+    let h = Harness::new();
+    let cfg = h.compile(json!({}));
+    // A file where the WAL's directory belongs: opening fails and is retried.
+    let wal = h.dir.path().join("data").join("tsdb").join("wal");
+    std::fs::create_dir_all(wal.parent().unwrap()).unwrap();
+    std::fs::write(&wal, b"not a directory").unwrap();
+    let running = h.start(&*cfg);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!running.ready());
+    assert!(!running.health().ok);
+    running.stop();
+
+    std::fs::remove_file(&wal).unwrap();
+    let running = h.start(&*cfg);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !running.ready() {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(h.stores.get("tsdb").is_some());
+    running.stop();
+}
