@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{write, Running, Target};
+use support::{api_pipeline, write, Running, Target};
 
 fn json(p: &Running, path: &str) -> (u16, Value) {
     let (code, body) = p.get(path).expect("GET");
@@ -22,14 +22,7 @@ fn start(admin: bool) -> (Target, Running) {
         "# HELP demo_requests_total Requests.\n# TYPE demo_requests_total counter\ndemo_requests_total{code=\"200\"} 10\ndemo_requests_total{code=\"500\"} 2\n# TYPE demo_temp gauge\ndemo_temp 21.5\n",
     );
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            "global: {{scrape_interval: 100ms, scrape_timeout: 90ms}}\nstages:\n  targets:\n    kind: discovery\n    static_configs: [{{targets: [\"{}\"]}}]\n  scrape:\n    kind: scrape\n    inputs: [targets]\n    job_name: demo\n  tsdb:\n    kind: store\n    inputs: [scrape]\n  api:\n    kind: api\n    store: tsdb\n",
-            target.addr()
-        ),
-    );
+    write(dir.path(), "p.yaml", &api_pipeline(&target.addr()));
     let extra: &[&str] = if admin { &["--enable-admin-api"] } else { &[] };
     let p = Running::start(dir, "p.yaml", extra);
     p.wait_until(Duration::from_secs(20), "samples stored", |p| {

@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::Duration;
 
-use support::{write, Running, Target};
+use support::{api_pipeline, write, Running, Target};
 
 /// More connections than the server gives threads to (`CONNECTION_THREADS`).
 const MANY_CONNECTIONS: usize = 80;
@@ -17,14 +17,7 @@ const MANY_CONNECTIONS: usize = 80;
 fn start() -> (Target, Running) {
     let target = Target::start("# TYPE demo_temp gauge\ndemo_temp 21.5\n");
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "p.yaml",
-        &format!(
-            "global: {{scrape_interval: 100ms, scrape_timeout: 90ms}}\nstages:\n  targets:\n    kind: discovery\n    static_configs: [{{targets: [\"{}\"]}}]\n  scrape:\n    kind: scrape\n    inputs: [targets]\n    job_name: demo\n  tsdb:\n    kind: store\n    inputs: [scrape]\n  api:\n    kind: api\n    store: tsdb\n",
-            target.addr()
-        ),
-    );
+    write(dir.path(), "p.yaml", &api_pipeline(&target.addr()));
     let p = Running::start(dir, "p.yaml", &[]);
     (target, p)
 }

@@ -191,6 +191,15 @@ impl Drop for Running {
     }
 }
 
+/// A pipeline that scrapes `target` every 100 ms into a store and serves
+/// the query API over it.
+pub fn api_pipeline(target: &str) -> String {
+    format!(
+        "global: {{scrape_interval: 100ms, scrape_timeout: 90ms}}\nstages:\n  targets:\n    kind: discovery\n    static_configs: [{{targets: [\"{}\"]}}]\n  scrape:\n    kind: scrape\n    inputs: [targets]\n    job_name: demo\n  tsdb:\n    kind: store\n    inputs: [scrape]\n  api:\n    kind: api\n    store: tsdb\n",
+        target
+    )
+}
+
 /// A minimal HTTP target serving a body that tests can change, on
 /// 127.0.0.1. Stops when dropped.
 pub struct Target {
