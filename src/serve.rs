@@ -170,7 +170,8 @@ fn serve_blocking(stream: TcpStream, router: Router, rt: &Handle) {
     match starts_with_h2_preface(&stream) {
         Ok(false) => {}
         Ok(true) => {
-            // HTTP/2 multiplexes requests: leave it to the async server.
+            // HTTP/2 multiplexes requests over non-blocking I/O: the async
+            // server drives it, from this thread, until the client leaves.
             let _guard = rt.enter();
             let back = stream
                 .set_nonblocking(true)
