@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::io::{IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -312,13 +312,13 @@ impl hyper::rt::Write for BlockingIo {
 #[derive(Default)]
 struct OpenConnections {
     state: Mutex<OpenState>,
-    next_id: AtomicU64,
 }
 
 #[derive(Default)]
 struct OpenState {
     reserved: usize,
     stopping: bool,
+    next_id: u64,
     sockets: HashMap<u64, TcpStream>,
 }
 
@@ -328,8 +328,9 @@ struct Slot(Arc<OpenConnections>);
 
 impl Slot {
     fn register(&self, socket: TcpStream) -> u64 {
-        let id = self.0.next_id.fetch_add(1, Ordering::Relaxed);
         let mut st = self.0.lock();
+        let id = st.next_id;
+        st.next_id += 1;
         if st.stopping {
             let _ = socket.shutdown(Shutdown::Read);
         }
